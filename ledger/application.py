@@ -1,0 +1,356 @@
+"""The `Ledger` application: commands in, events out; reads by id, by time, and the log."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Generic, TypeVar, cast, overload
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    PersistenceError,
+    Transcoding,
+)
+
+from ledger import commands as c
+from ledger import errors
+from ledger.actors import Actor
+from ledger.database import Database, data_dir
+from ledger.domain import EVENT_TYPES, Account, Post, Provider
+from ledger.log import LoggedEvent
+from ledger.ruleset import Ruleset, load_ruleset
+from ledger.store import IdempotencyRecord, LedgerRecorder, PriorOutcome
+from ledger.unit_of_work import UnitOfWork
+from ledger.vault import Vault
+
+log = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=c.Command)
+A = TypeVar("A", bound=Aggregate)
+SNAPSHOT_INTERVAL = 100
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    value: dict[str, Any]
+    # Log position of the command's last event: wait for it to read your writes.
+    position: int | None
+    # True when the idempotency key was seen before and nothing was written.
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class DueExpiry:
+    account_id: UUID
+    sanction_id: str
+    level: str
+    expires_at: datetime
+
+
+class ActorAsDict(Transcoding):
+    type = Actor
+    name = "actor"
+
+    def encode(self, obj: Actor) -> dict[str, Any]:
+        return obj.as_dict()
+
+    def decode(self, data: dict[str, Any]) -> Actor:
+        return Actor.from_dict(data)
+
+
+class _CommandMethod(Generic[C]):
+    """`ledger.register_account(actor=..., idempotency_key=..., ...)` runs that command."""
+
+    def __init__(self, command: type[C]) -> None:
+        self.command = command
+
+    @overload
+    def __get__(self, ledger: None, owner: type[Ledger]) -> _CommandMethod[C]: ...
+
+    @overload
+    def __get__(self, ledger: Ledger, owner: type[Ledger]) -> Callable[..., CommandResult]: ...
+
+    def __get__(
+        self, ledger: Ledger | None, owner: type[Ledger]
+    ) -> _CommandMethod[C] | Callable[..., CommandResult]:
+        if ledger is None:
+            return self
+        command = self.command
+
+        def run(**arguments: Any) -> CommandResult:
+            return ledger.execute(command(**arguments))
+
+        run.__doc__ = command.__doc__
+        return run
+
+
+class Ledger(Application[UUID]):
+    name = "Ledger"
+    snapshotting_intervals = {Provider: SNAPSHOT_INTERVAL, Account: SNAPSHOT_INTERVAL,
+                              Post: SNAPSHOT_INTERVAL}
+    MAX_ATTEMPTS = 8
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        vault: Vault,
+        ruleset: Ruleset | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        super().__init__(dict(env) if env is not None else None)
+        self.vault = vault
+        self.ruleset = ruleset or load_ruleset()
+        self.clock = clock
+
+    @classmethod
+    def open(cls, database: Database, schema: str = "public", **kwargs: Any) -> Ledger:
+        """A ledger on a started database, configured from the environment."""
+        import os
+
+        return cls(
+            database.eventsourcing_env(schema),
+            vault=kwargs.pop("vault", None) or Vault.from_environment(data_dir()),
+            ruleset=kwargs.pop("ruleset", None) or load_ruleset(os.environ.get("LEDGER_RULESET")),
+            **kwargs,
+        )
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(ActorAsDict())
+
+    @property
+    def store(self) -> LedgerRecorder:
+        return cast(LedgerRecorder, self.recorder)
+
+    # ----- commands -------------------------------------------------------------------
+
+    register_provider = _CommandMethod(c.RegisterProvider)
+    record_qualification = _CommandMethod(c.RecordQualification)
+    register_account = _CommandMethod(c.RegisterAccount)
+    verify_identity = _CommandMethod(c.VerifyIdentity)
+    erase_identity = _CommandMethod(c.EraseIdentity)
+    sign_agreement = _CommandMethod(c.SignAgreement)
+    review_account = _CommandMethod(c.ReviewAccount)
+    file_account = _CommandMethod(c.FileAccount)
+    grant_news_permission = _CommandMethod(c.GrantNewsPermission)
+    revoke_news_permission = _CommandMethod(c.RevokeNewsPermission)
+    mark_account = _CommandMethod(c.MarkAccount)
+    unmark_account = _CommandMethod(c.UnmarkAccount)
+    publish_post = _CommandMethod(c.PublishPost)
+    record_reach = _CommandMethod(c.RecordReach)
+    report_post = _CommandMethod(c.ReportPost)
+    resolve_report = _CommandMethod(c.ResolveReport)
+    remove_post = _CommandMethod(c.RemovePost)
+    impose_sanction = _CommandMethod(c.ImposeSanction)
+    lift_sanction = _CommandMethod(c.LiftSanction)
+    appeal_sanction = _CommandMethod(c.AppealSanction)
+    decide_appeal = _CommandMethod(c.DecideAppeal)
+
+    def execute(self, command: c.Command) -> CommandResult:
+        return self.submit([command])[0]
+
+    def submit(self, commands: Sequence[c.Command]) -> list[CommandResult]:
+        """Run commands as one transaction: all are recorded, or none.
+
+        A command whose idempotency key its actor used before returns its first result
+        and writes nothing. A lost version race reruns the whole submission.
+        """
+        commands = list(commands)
+        keys = [(cmd.actor.id, cmd.idempotency_key) for cmd in commands]
+        if len(set(keys)) != len(keys):
+            raise errors.InvalidArgument("a batch repeats an actor's idempotency key")
+        for index, cmd in enumerate(commands):
+            with _in_batch(index, len(commands)):
+                cmd.authorize()
+        macs = [self.vault.mac(cmd.fingerprint()) for cmd in commands]
+        for attempt in range(self.MAX_ATTEMPTS):
+            try:
+                return self._attempt(commands, keys, macs)
+            except IntegrityError:
+                # A concurrent writer got there first: another version of an aggregate,
+                # or the same idempotency key. Rerun against what is now recorded.
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+            except PersistenceError as e:
+                log.warning("event store unavailable: %s", type(e).__name__)
+                raise errors.StorageUnavailable("the event store is unavailable; retry") from None
+        raise errors.Conflict(
+            f"gave up after {self.MAX_ATTEMPTS} attempts lost to concurrent writers; retry"
+        )
+
+    def _attempt(
+        self, commands: list[c.Command], keys: list[tuple[str, str]], macs: list[bytes]
+    ) -> list[CommandResult]:
+        prior = self.store.prior_outcomes(keys)
+        uow = UnitOfWork(self.repository, self.ruleset, self.vault, self.clock())
+        results: list[CommandResult | None] = [None] * len(commands)
+        records: list[IdempotencyRecord] = []
+        spans: list[tuple[int, int, dict[str, Any]]] = []
+        for index, (cmd, key, mac) in enumerate(zip(commands, keys, macs, strict=True)):
+            with _in_batch(index, len(commands)):
+                if key in prior:
+                    results[index] = _replay(cmd, mac, prior[key])
+                    continue
+                value = cmd.execute(uow)
+            new = uow.collect()
+            last = new[-1]
+            records.append(IdempotencyRecord(
+                actor_id=key[0], key=key[1], command=cmd.type_name, request_mac=mac,
+                result=value, last_originator_id=last.originator_id,
+                last_originator_version=last.originator_version,
+            ))
+            spans.append((index, len(uow.events) - 1, value))
+        if records:
+            recordings = self.save(*uow.events, *uow.aggregates, idempotency=records)
+            for index, last_event, value in spans:
+                position = recordings[last_event].notification.id
+                results[index] = CommandResult(commands[index].type_name, value, position, False)
+        return [r for r in results if r is not None]
+
+    # ----- reads ----------------------------------------------------------------------
+
+    def _aggregate(
+        self, cls: type[A], aggregate_id: UUID | str, version: int | None = None
+    ) -> A:
+        missing = {Account: errors.AccountNotFound, Post: errors.PostNotFound}.get(
+            cls, errors.ProviderNotFound)
+        try:
+            found = self.repository.get(_as_uuid(aggregate_id), version=version)
+        except AggregateNotFoundError:
+            found = None
+        if not isinstance(found, cls):
+            raise missing(f"no such {cls.__name__.lower()}", id=str(aggregate_id))
+        return found
+
+    def get_provider(self, provider_id: UUID | str) -> Provider:
+        return self._aggregate(Provider, provider_id)
+
+    def get_account(self, account_id: UUID | str) -> Account:
+        return self._aggregate(Account, account_id)
+
+    def get_post(self, post_id: UUID | str) -> Post:
+        return self._aggregate(Post, post_id)
+
+    def account_at(
+        self, account_id: UUID | str, *, position: int | None = None, at: datetime | None = None
+    ) -> Account:
+        """The account as it stood at a log position or at a moment."""
+        return self._aggregate_at(Account, account_id, position, at)
+
+    def post_at(
+        self, post_id: UUID | str, *, position: int | None = None, at: datetime | None = None
+    ) -> Post:
+        return self._aggregate_at(Post, post_id, position, at)
+
+    def _aggregate_at(
+        self, cls: type[A], aggregate_id: UUID | str, position: int | None, at: datetime | None
+    ) -> A:
+        if (position is None) == (at is None):
+            raise errors.InvalidArgument("give exactly one of position and at")
+        uid = _as_uuid(aggregate_id)
+        if position is not None:
+            version = self.store.version_at_position(uid, position)
+        else:
+            assert at is not None
+            if at.tzinfo is None:
+                raise errors.InvalidArgument("at must carry a time zone")
+            version = self.store.version_at_time(uid, at)
+        if version is None:
+            self._aggregate(cls, uid)  # raises when it never existed
+            raise errors.NotFoundAtPosition(
+                f"the {cls.__name__.lower()} did not exist yet then", id=str(uid))
+        return self._aggregate(cls, uid, version)
+
+    def head(self) -> int:
+        """The position of the last event in the log (0 when empty)."""
+        return self.recorder.max_notification_id() or 0
+
+    def read_log(
+        self,
+        after: int = 0,
+        *,
+        types: Sequence[str] = (),
+        originator_id: UUID | str | None = None,
+        limit: int | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[LoggedEvent]:
+        """Events after a position, in log order, read page by page."""
+        unknown = sorted(set(types) - set(EVENT_TYPES))
+        if unknown:
+            raise errors.InvalidArgument(f"unknown event types {unknown}; known: {list(EVENT_TYPES)}")
+        if after < 0 or (limit is not None and limit < 0):
+            raise errors.InvalidArgument("after and limit must not be negative")
+        origin = _as_uuid(originator_id) if originator_id is not None else None
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = page_size if remaining is None else min(page_size, remaining)
+            page = self.store.select_log(after, size, types, origin)
+            for notification in page:
+                event = self.mapper.to_domain_event(notification)
+                yield LoggedEvent.from_notification(notification, event)
+            if len(page) < size:
+                return
+            after = page[-1].id
+            if remaining is not None:
+                remaining -= len(page)
+
+    def due_expiries(self, until: datetime | None = None) -> list[DueExpiry]:
+        """Sanctions still recorded as in force whose expiry is at or before `until`."""
+        now = self.clock()
+        until = until or now
+        accounts = {
+            e.originator_id for e in self.read_log(types=["Account.SanctionImposed"])
+            if e.payload["expires_at"] is not None
+            and datetime.fromisoformat(e.payload["expires_at"]) <= until
+        }
+        due = [
+            DueExpiry(account_id, s["id"], s["level"], cast(datetime, s["expires_at"]))
+            for account_id in accounts
+            for s in self.get_account(account_id).expiring_sanctions(until, now)
+        ]
+        return sorted(due, key=lambda d: (d.expires_at, d.sanction_id))
+
+
+def _replay(cmd: c.Command, mac: bytes, prior: PriorOutcome) -> CommandResult:
+    if prior.command != cmd.type_name or prior.request_mac != mac:
+        raise errors.IdempotencyKeyReused(
+            "this idempotency key was used before with other arguments",
+            idempotency_key=cmd.idempotency_key,
+        )
+    return CommandResult(cmd.type_name, prior.result, prior.position, True)
+
+
+def _as_uuid(value: UUID | str) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        raise errors.InvalidArgument(f"not a valid id: {str(value)[:80]!r}") from None
+
+
+class _in_batch:
+    """Tag an error raised inside a batch with the index of the command that raised it."""
+
+    def __init__(self, index: int, size: int) -> None:
+        self.index = index if size > 1 else None
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, errors.LedgerError) and self.index is not None:
+            exc.batch_index = self.index

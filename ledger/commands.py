@@ -1,0 +1,590 @@
+"""The commands: one frozen dataclass each, validated on construction, executed
+against a unit of work. Every command names its actor and carries an idempotency key.
+
+A command checks who may issue it (`roles`), loads what it needs, and calls the
+aggregates, which check their own invariants. It returns a small JSON-able result.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from ledger import errors
+from ledger.actors import Actor, Role
+from ledger.domain import Account, Post, Provider, ids
+from ledger.ruleset import NEWS_SCOPES
+from ledger.unit_of_work import UnitOfWork, require_own
+
+P, R, S = Role.PROVIDER, Role.REGULATOR, Role.SYSTEM
+MAX_TEXT = 2000
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+ACCOUNT_KINDS = ("personal", "public")
+POST_ORIGINS = ("original", "reprint")
+POST_CATEGORIES = ("political_news", "other")
+REVIEW_OUTCOMES = ("approved", "rejected")
+APPEAL_OUTCOMES = ("upheld", "overturned")
+REPORT_OUTCOMES = ("upheld", "dismissed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    actor: Actor
+    idempotency_key: str
+    roles: ClassVar[frozenset[Role]] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.actor, Actor):
+            raise errors.InvalidArgument("actor must be an Actor")
+        key = self.idempotency_key
+        if not isinstance(key, str) or not 1 <= len(key) <= 200:
+            raise errors.InvalidArgument("idempotency_key must be 1 to 200 characters")
+        self.validate()
+
+    @property
+    def type_name(self) -> str:
+        return type(self).__name__
+
+    def validate(self) -> None:
+        """Check and normalise the arguments; raise InvalidArgument."""
+
+    def authorize(self) -> None:
+        if self.actor.role not in self.roles:
+            raise errors.RoleNotPermitted(
+                f"role {self.actor.role.value} may not {self.type_name}",
+                allowed=sorted(r.value for r in self.roles),
+            )
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def fingerprint(self) -> bytes:
+        """The arguments in canonical form, for recognising a retry."""
+        args = {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("actor", "idempotency_key")}
+        return json.dumps([self.type_name, args], sort_keys=True, default=str).encode()
+
+    # ----- argument checks, used by validate() ----------------------------------------
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    def _text(self, name: str, *, optional: bool = False, max_len: int = MAX_TEXT) -> None:
+        value = getattr(self, name)
+        if value is None and optional:
+            return
+        if not isinstance(value, str) or not value.strip() or len(value) > max_len:
+            raise errors.InvalidArgument(f"{name} must be a non-empty text of at most {max_len} characters")
+        self._set(name, value.strip())
+
+    def _choice(self, name: str, options: tuple[str, ...] | list[str]) -> None:
+        if getattr(self, name) not in options:
+            raise errors.InvalidArgument(f"{name} must be one of {list(options)}")
+
+    def _uuid(self, name: str, *, optional: bool = False) -> None:
+        value = getattr(self, name)
+        if value is None and optional:
+            return
+        if isinstance(value, UUID):
+            return
+        try:
+            self._set(name, UUID(str(value)))
+        except ValueError:
+            raise errors.InvalidArgument(f"{name} must be a UUID") from None
+
+    def _texts(self, name: str) -> None:
+        value = getattr(self, name)
+        if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+            raise errors.InvalidArgument(f"{name} must be a list of texts")
+        self._set(name, tuple(value))
+
+    def _count(self, name: str) -> None:
+        value = getattr(self, name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+            raise errors.InvalidArgument(f"{name} must be a whole number from 0")
+
+    def _sha256(self, name: str) -> None:
+        value = getattr(self, name)
+        if not isinstance(value, str) or not _SHA256.match(value):
+            raise errors.InvalidArgument(f"{name} must be a SHA-256 in 64 hexadecimal digits")
+        self._set(name, value.lower())
+
+
+def _known_rules(uow: UnitOfWork, rule_ids: tuple[str, ...]) -> list[str]:
+    if not rule_ids:
+        raise errors.NoRuleCited("cite at least one rule of the ruleset")
+    unknown = sorted(set(rule_ids) - set(uow.ruleset.rules))
+    if unknown:
+        raise errors.UnknownRule(f"not rules of ruleset {uow.ruleset.id}: {unknown}", unknown=unknown)
+    return list(dict.fromkeys(rule_ids))
+
+
+# ----- providers ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisterProvider(Command):
+    code: str
+    name: str
+    licence_ref: str
+    roles = frozenset({R, S})
+
+    def validate(self) -> None:
+        self._text("code", max_len=100)
+        self._text("name")
+        self._text("licence_ref")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        provider = Provider(id=ids.provider_id(self.code), code=self.code, name=self.name,
+                            licence_ref=self.licence_ref, actor=self.actor, timestamp=uow.now)
+        uow.add(provider)
+        return {"provider_id": str(provider.id)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordQualification(Command):
+    provider_id: UUID
+    qualification: str
+    reference: str
+    roles = frozenset({P, R, S})
+
+    def validate(self) -> None:
+        self._uuid("provider_id")
+        self._text("qualification")
+        self._text("reference")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        provider = uow.provider(self.provider_id)
+        require_own(self.actor, provider.id)
+        provider.record_qualification(qualification=self.qualification, reference=self.reference,
+                                      actor=self.actor, timestamp=uow.now)
+        return {"provider_id": str(provider.id)}
+
+
+# ----- accounts -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisterAccount(Command):
+    provider_id: UUID
+    handle: str
+    kind: str
+    category: str | None = None
+    legacy: bool = False
+    roles = frozenset({P, S})
+
+    def validate(self) -> None:
+        self._uuid("provider_id")
+        self._text("handle", max_len=200)
+        self._choice("kind", ACCOUNT_KINDS)
+        if not isinstance(self.legacy, bool):
+            raise errors.InvalidArgument("legacy must be true or false")
+        if self.kind == "public" and self.category is None:
+            raise errors.InvalidArgument("a public account needs a category")
+        if self.kind == "personal" and self.category is not None:
+            raise errors.InvalidArgument("a personal account has no category")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        if self.category is not None and self.category not in uow.ruleset.categories:
+            raise errors.InvalidArgument(
+                f"category must be one of {list(uow.ruleset.categories)}")
+        provider = uow.provider(self.provider_id)
+        require_own(self.actor, provider.id)
+        account = Account(
+            id=ids.account_id(provider.id, self.handle), provider_id=provider.id,
+            handle=self.handle, kind=self.kind, category=self.category, legacy=self.legacy,
+            actor=self.actor, timestamp=uow.now,
+        )
+        uow.add(account)
+        return {"account_id": str(account.id)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class _AccountCommand(Command):
+    account_id: UUID
+    roles = frozenset({P, S})
+
+    def validate(self) -> None:
+        self._uuid("account_id")
+
+    def account(self, uow: UnitOfWork) -> Account:
+        return uow.own_account(self.account_id, self.actor)
+
+    def done(self) -> dict[str, Any]:
+        return {"account_id": str(self.account_id)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyIdentity(_AccountCommand):
+    real_name: str = field(repr=False)
+    id_number: str = field(repr=False)
+    method: str
+    verifier: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        self._text("real_name", max_len=200)
+        self._text("id_number", max_len=100)
+        self._text("method", max_len=200)
+        self._text("verifier", optional=True, max_len=200)
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        account = self.account(uow)
+        sealed = uow.vault.seal(account.id, {"name": self.real_name, "id_number": self.id_number})
+        account.verify_identity(sealed, self.method, self.verifier or self.actor.id,
+                                self.actor, uow.now)
+        return self.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class EraseIdentity(_AccountCommand):
+    reason: str
+    roles = frozenset({P, R, S})
+
+    def validate(self) -> None:
+        super().validate()
+        self._text("reason")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        self.account(uow).erase_identity(self.reason, self.actor, uow.now)
+        return self.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignAgreement(_AccountCommand):
+    agreement_id: str
+    version: str
+    text_sha256: str
+    baselines: tuple[str, ...]
+
+    def validate(self) -> None:
+        super().validate()
+        self._text("agreement_id")
+        self._text("version")
+        self._sha256("text_sha256")
+        self._texts("baselines")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        self.account(uow).sign_agreement(
+            self.agreement_id, self.version, self.text_sha256, list(self.baselines),
+            uow.ruleset, self.actor, uow.now)
+        return self.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewAccount(_AccountCommand):
+    outcome: str
+    reason: str
+
+    def validate(self) -> None:
+        super().validate()
+        self._choice("outcome", REVIEW_OUTCOMES)
+        self._text("reason")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        self.account(uow).record_review(self.outcome, self.reason, self.actor, uow.now)
+        return self.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileAccount(_AccountCommand):
+    authority: str
+    reference: str
+    category: str
+
+    def validate(self) -> None:
+        super().validate()
+        self._text("authority")
+        self._text("reference")
+        self._text("category", max_len=100)
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        self.account(uow).file(self.authority, self.reference, self.category, self.actor, uow.now)
+        return self.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class GrantNewsPermission(_AccountCommand):
+    scope: str
+    basis: str
+    roles = frozenset({R, S})
+
+    def validate(self) -> None:
+        super().validate()
+        self._choice("scope", NEWS_SCOPES)
+        self._text("basis")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        self.account(uow).grant_news_permission(self.scope, self.basis, uow.ruleset, self.actor,
+                                                uow.now)
+        return self.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RevokeNewsPermission(_AccountCommand):
+    scope: str
+    reason: str
+    roles = frozenset({R, S})
+
+    def validate(self) -> None:
+        super().validate()
+        self._choice("scope", NEWS_SCOPES)
+        self._text("reason")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        self.account(uow).revoke_news_permission(self.scope, self.reason, uow.ruleset, self.actor,
+                                                 uow.now)
+        return self.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarkAccount(_AccountCommand):
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        self.account(uow).mark(uow.ruleset, self.actor, uow.now)
+        return self.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnmarkAccount(_AccountCommand):
+    reason: str
+    roles = frozenset({P, R, S})
+
+    def validate(self) -> None:
+        super().validate()
+        self._text("reason")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        self.account(uow).unmark(self.reason, self.actor, uow.now)
+        return self.done()
+
+
+# ----- sanctions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImposeSanction(_AccountCommand):
+    level: str
+    rule_ids: tuple[str, ...]
+    reason: str
+    evidence_post_ids: tuple[UUID, ...] = ()
+    duration_days: int | None = None
+    roles = frozenset({P, R, S})
+
+    def validate(self) -> None:
+        super().validate()
+        self._text("level", max_len=100)
+        self._texts("rule_ids")
+        self._text("reason")
+        try:
+            self._set("evidence_post_ids", tuple(UUID(str(p)) for p in self.evidence_post_ids))
+        except (ValueError, TypeError):
+            raise errors.InvalidArgument("evidence_post_ids must be a list of UUIDs") from None
+        days = self.duration_days
+        if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days <= 0):
+            raise errors.InvalidArgument("duration_days must be a positive whole number or null")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        account = self.account(uow)
+        rule_ids = _known_rules(uow, self.rule_ids)
+        for post_id in self.evidence_post_ids:
+            if uow.post(post_id).account_id != account.id:
+                raise errors.EvidenceNotOfAccount(
+                    "evidence must be posts of the sanctioned account", post_id=str(post_id))
+        sanction_id = ids.child_id(account.id, "sanction", self.actor.id, self.idempotency_key)
+        account.impose_sanction(
+            sanction_id, self.level, rule_ids, [str(p) for p in self.evidence_post_ids],
+            self.reason, self.duration_days, uow.ruleset, self.actor, uow.now)
+        expires = account.sanctions[str(sanction_id)]["expires_at"]
+        return {**self.done(), "sanction_id": str(sanction_id),
+                "expires_at": expires.isoformat() if expires else None}
+
+
+@dataclass(frozen=True, kw_only=True)
+class _SanctionCommand(_AccountCommand):
+    sanction_id: UUID
+
+    def validate(self) -> None:
+        super().validate()
+        self._uuid("sanction_id")
+
+    def done(self) -> dict[str, Any]:
+        return {**super().done(), "sanction_id": str(self.sanction_id)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiftSanction(_SanctionCommand):
+    reason: str
+    roles = frozenset({P, R, S})
+
+    def validate(self) -> None:
+        super().validate()
+        self._text("reason")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        account = self.account(uow)
+        issuer = account.sanction(self.sanction_id)["issuer"]
+        if self.actor.role is P and issuer.role is not P:
+            raise errors.RoleNotPermitted("a provider lifts only sanctions a provider imposed")
+        account.lift_sanction(self.sanction_id, self.reason, self.actor, uow.now)
+        return self.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppealSanction(_SanctionCommand):
+    grounds: str
+
+    def validate(self) -> None:
+        super().validate()
+        self._text("grounds")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        self.account(uow).appeal_sanction(self.sanction_id, self.grounds, self.actor, uow.now)
+        return self.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecideAppeal(_SanctionCommand):
+    outcome: str
+    reason: str
+    roles = frozenset({R, S})
+
+    def validate(self) -> None:
+        super().validate()
+        self._choice("outcome", APPEAL_OUTCOMES)
+        self._text("reason")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        self.account(uow).decide_appeal(self.sanction_id, self.outcome, self.reason, self.actor,
+                                        uow.now)
+        return self.done()
+
+
+# ----- posts --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublishPost(_AccountCommand):
+    ref: str
+    origin: str
+    category: str
+    content_sha256: str
+    source_post_id: UUID | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        self._text("ref", max_len=200)
+        self._choice("origin", POST_ORIGINS)
+        self._choice("category", POST_CATEGORIES)
+        self._sha256("content_sha256")
+        self._uuid("source_post_id", optional=True)
+        if (self.origin == "reprint") != (self.source_post_id is not None):
+            raise errors.InvalidArgument("a reprint names its source post; an original does not")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        account = self.account(uow)
+        account.require_may_publish(uow.ruleset, uow.now)
+        if self.category == "political_news":
+            account.require_news_scope(self.origin, uow.ruleset)
+        if self.source_post_id is not None:
+            uow.post(self.source_post_id)
+        post = Post(
+            id=ids.post_id(account.id, self.ref), account_id=account.id,
+            provider_id=account.provider_id, ref=self.ref, origin=self.origin,
+            category=self.category, content_sha256=self.content_sha256,
+            source_post_id=self.source_post_id, actor=self.actor, timestamp=uow.now,
+        )
+        uow.add(post)
+        return {"post_id": str(post.id), "account_id": str(account.id)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class _PostCommand(Command):
+    post_id: UUID
+    roles = frozenset({P, R, S})
+
+    def validate(self) -> None:
+        self._uuid("post_id")
+
+    def post(self, uow: UnitOfWork) -> Post:
+        return uow.own_post(self.post_id, self.actor)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordReach(_PostCommand):
+    views: int
+    reposts: int
+    roles = frozenset({P, S})
+
+    def validate(self) -> None:
+        super().validate()
+        self._count("views")
+        self._count("reposts")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        post = self.post(uow)
+        before = len(post.crossed)
+        post.record_reach(self.views, self.reposts, uow.ruleset, self.actor, uow.now)
+        return {"post_id": str(post.id), "thresholds_crossed": post.crossed[before:]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportPost(_PostCommand):
+    reporter: str
+    reason: str
+
+    def validate(self) -> None:
+        super().validate()
+        self._text("reporter", max_len=200)
+        self._text("reason")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        post = self.post(uow)
+        report_id = ids.child_id(post.id, "report", self.actor.id, self.idempotency_key)
+        post.report(report_id, self.reporter, self.reason, self.actor, uow.now)
+        return {"post_id": str(post.id), "report_id": str(report_id)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolveReport(_PostCommand):
+    report_id: UUID
+    outcome: str
+    reason: str
+
+    def validate(self) -> None:
+        super().validate()
+        self._uuid("report_id")
+        self._choice("outcome", REPORT_OUTCOMES)
+        self._text("reason")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        post = self.post(uow)
+        post.resolve_report(self.report_id, self.outcome, self.reason, self.actor, uow.now)
+        return {"post_id": str(post.id), "report_id": str(self.report_id)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemovePost(_PostCommand):
+    rule_ids: tuple[str, ...]
+    reason: str
+
+    def validate(self) -> None:
+        super().validate()
+        self._texts("rule_ids")
+        self._text("reason")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        post = self.post(uow)
+        post.remove(_known_rules(uow, self.rule_ids), self.reason, self.actor, uow.now)
+        return {"post_id": str(post.id)}
+
+
+ALL_COMMANDS: tuple[type[Command], ...] = (
+    RegisterProvider, RecordQualification, RegisterAccount, VerifyIdentity, EraseIdentity,
+    SignAgreement, ReviewAccount, FileAccount, GrantNewsPermission, RevokeNewsPermission,
+    MarkAccount, UnmarkAccount, PublishPost, RecordReach, ReportPost, ResolveReport, RemovePost,
+    ImposeSanction, LiftSanction, AppealSanction, DecideAppeal,
+)

