@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -117,10 +118,11 @@ class Ledger(Application[UUID]):
         self.clock = clock
 
     @classmethod
-    def open(cls, database: Database, schema: str = "public", **kwargs: Any) -> Ledger:
+    def open(cls, database: Database, schema: str | None = None, **kwargs: Any) -> Ledger:
         """A ledger on a started database, configured from the environment."""
-        import os
-
+        schema = schema or os.environ.get("LEDGER_SCHEMA") or "public"
+        if schema != "public":
+            database.create_schema(schema)
         return cls(
             database.eventsourcing_env(schema),
             vault=kwargs.pop("vault", None) or Vault.from_environment(data_dir()),
@@ -204,6 +206,7 @@ class Ledger(Application[UUID]):
                 if key in prior:
                     results[index] = _replay(cmd, mac, prior[key])
                     continue
+                uow.now = self.clock()
                 value = cmd.execute(uow)
             new = uow.collect()
             last = new[-1]

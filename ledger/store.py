@@ -163,3 +163,11 @@ class LedgerRecorder(PostgresApplicationRecorder):
         )
         version: int | None = rows[0]["v"]
         return version
+
+    def count_by_type(self) -> dict[str, int]:
+        rows = self._rows(
+            SQL("SELECT topic, count(*) AS n FROM {e} GROUP BY topic ORDER BY topic").format(
+                e=self.events_table),
+            [],
+        )
+        return {r["topic"]: r["n"] for r in rows}

@@ -1,0 +1,35 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+ACCOUNTS ?= 2000
+
+.PHONY: run test lint bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the embedded database, load the demo data once, print a summary.
+run: install
+	$(BIN)/ledger demo --accounts $(ACCOUNTS)
+	$(BIN)/ledger summary
+
+## The whole suite against real PostgreSQL (LEDGER_DATABASE_URL, else an embedded server).
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check ledger projections api tests bench
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench.append
+
+clean:
+	rm -rf $(VENV) .ledger

@@ -1,0 +1,176 @@
+"""The `ledger` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, NoReturn
+
+from ledger import Database, Ledger, LedgerError
+from ledger.database import DatabaseError
+from ledger.ruleset import RulesetError
+from ledger.views import account_view
+
+log = logging.getLogger("ledger")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"ledger: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+@contextmanager
+def open_ledger(**kwargs: Any) -> Iterator[Ledger]:
+    with Database() as database:
+        ledger = Ledger.open(database, **kwargs)
+        try:
+            yield ledger
+        finally:
+            ledger.close()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ledger.demo import DemoClock, run_demo
+
+    with open_ledger(clock=DemoClock(args.accounts, seed=7)) as ledger:
+        head = ledger.head()
+        if head and not args.force:
+            print(f"demo data already loaded ({head} events); --force runs it again")
+            return 0
+        started = time.monotonic()
+
+        def progress(done: int, total: int) -> None:
+            width = 40
+            filled = width * done // max(total, 1)
+            print(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} accounts",
+                  end="", file=sys.stderr, flush=True)
+
+        commands = run_demo(ledger.submit, ledger.ruleset, args.accounts, progress)
+        elapsed = time.monotonic() - started
+        print(file=sys.stderr)
+        events = ledger.head() - head
+        print(f"demo: {commands} commands, {events} events in {elapsed:.1f} s "
+              f"({commands / elapsed:.0f} commands/s)")
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    with open_ledger() as ledger:
+        for event in ledger.read_log(args.after, types=args.type or (), limit=args.limit,
+                                     originator_id=args.originator):
+            print(json.dumps(event.as_dict(), ensure_ascii=False))
+    return 0
+
+
+def _as_of(text: str) -> int | datetime:
+    if text.isdigit():
+        return int(text)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--as-of takes a log position or an ISO timestamp, not {text!r}") from None
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError("--as-of timestamp needs a time zone, e.g. +00:00")
+    return at
+
+
+def cmd_account(args: argparse.Namespace) -> int:
+    with open_ledger() as ledger:
+        as_of = args.as_of
+        if as_of is None:
+            account = ledger.get_account(args.id)
+            now = ledger.clock()
+        elif isinstance(as_of, int):
+            account = ledger.account_at(args.id, position=as_of)
+            now = account.modified_on
+        else:
+            account = ledger.account_at(args.id, at=as_of)
+            now = as_of
+        print(json.dumps(account_view(account, ledger.ruleset, now), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    with open_ledger() as ledger:
+        counts = ledger.store.count_by_type()
+        print(f"log head: position {ledger.head()}, {sum(counts.values())} events")
+        for event_type, n in counts.items():
+            print(f"  {event_type:<32} {n:>8}")
+        if not counts:
+            print("  (empty: run `ledger demo`)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ledger", description="The compliance ledger.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    demo = sub.add_parser("demo", help="load a deterministic demo data set")
+    demo.add_argument("--accounts", type=_positive, default=2000)
+    demo.add_argument("--force", action="store_true", help="run even if the log has events")
+    demo.set_defaults(run=cmd_demo)
+
+    events = sub.add_parser("events", help="print the log as JSON lines")
+    events.add_argument("--after", type=_non_negative, default=0, help="log position")
+    events.add_argument("--limit", type=_non_negative, default=None)
+    events.add_argument("--type", action="append", help="event type, e.g. Account.SanctionImposed")
+    events.add_argument("--originator", help="only events of this aggregate id")
+    events.set_defaults(run=cmd_events)
+
+    account = sub.add_parser("account", help="print an account's state as JSON")
+    account.add_argument("id")
+    account.add_argument("--as-of", type=_as_of, help="a log position or an ISO timestamp")
+    account.set_defaults(run=cmd_account)
+
+    summary = sub.add_parser("summary", help="count the log's events by type")
+    summary.set_defaults(run=cmd_summary)
+    return parser
+
+
+def _number(check: Callable[[int], bool], what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}")
+        return value
+
+    return parse
+
+
+_positive = _number(lambda n: n > 0, "a positive whole number")
+_non_negative = _number(lambda n: n >= 0, "a whole number from 0")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.run(args)
+        return code
+    except LedgerError as e:
+        print(f"ledger: {e.code}: {e.message}", file=sys.stderr)
+    except (DatabaseError, RulesetError, ValueError) as e:
+        print(f"ledger: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("ledger: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

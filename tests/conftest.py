@@ -1,0 +1,89 @@
+"""Fixtures: a real PostgreSQL for the whole session (LEDGER_DATABASE_URL when set, else
+an embedded server of the tests' own), and a fresh schema for every test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from ledger import Actor, Database, Ledger, Role
+from ledger.vault import Vault
+
+TEST_KEY = b"0123456789abcdef0123456789abcdef"
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2024, 3, 1, 9, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(milliseconds=1)
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@pytest.fixture(scope="session")
+def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    url = os.environ.get("LEDGER_DATABASE_URL")
+    directory = None if url else tmp_path_factory.mktemp("pg")
+    # Fails loudly, never skips, when no server can be had.
+    with Database(url, directory) as db:
+        yield db
+
+
+@pytest.fixture
+def schema(database: Database) -> Iterator[str]:
+    name = "t_" + uuid.uuid4().hex[:12]
+    database.create_schema(name)
+    yield name
+    database.drop_schema(name)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def vault() -> Vault:
+    return Vault(TEST_KEY)
+
+
+@pytest.fixture
+def make_ledger(database: Database, schema: str, vault: Vault, clock: Clock) -> Iterator:
+    """Build ledgers on the test's schema; each is a separate application instance."""
+    made: list[Ledger] = []
+
+    def make(**kwargs: object) -> Ledger:
+        kwargs.setdefault("clock", clock)
+        ledger = Ledger(database.eventsourcing_env(schema), vault=vault, **kwargs)  # type: ignore[arg-type]
+        made.append(ledger)
+        return ledger
+
+    yield make
+    for ledger in made:
+        ledger.close()
+
+
+@pytest.fixture
+def ledger(make_ledger) -> Ledger:  # type: ignore[no-untyped-def]
+    return make_ledger()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LEDGER_DATA_DIR", str(tmp_path))
+    return tmp_path
+
+
+REGULATOR = Actor("inspector", Role.REGULATOR)
+AUDITOR = Actor("auditor", Role.AUDITOR)
