@@ -49,22 +49,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             width = 40
             filled = width * done // max(total, 1)
-            print(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} accounts",
-                  end="", file=sys.stderr, flush=True)
+            print(
+                f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} accounts",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
 
         commands = run_demo(ledger.submit, ledger.ruleset, args.accounts, progress)
         elapsed = time.monotonic() - started
         print(file=sys.stderr)
         events = ledger.head() - head
-        print(f"demo: {commands} commands, {events} events in {elapsed:.1f} s "
-              f"({commands / elapsed:.0f} commands/s)")
+        print(
+            f"demo: {commands} commands, {events} events in {elapsed:.1f} s "
+            f"({commands / elapsed:.0f} commands/s)"
+        )
     return 0
 
 
 def cmd_events(args: argparse.Namespace) -> int:
     with open_ledger() as ledger:
-        for event in ledger.read_log(args.after, types=args.type or (), limit=args.limit,
-                                     originator_id=args.originator):
+        for event in ledger.read_log(
+            args.after, types=args.type or (), limit=args.limit, originator_id=args.originator
+        ):
             print(json.dumps(event.as_dict(), ensure_ascii=False))
     return 0
 
@@ -76,7 +83,8 @@ def _as_of(text: str) -> int | datetime:
         at = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--as-of takes a log position or an ISO timestamp, not {text!r}") from None
+            f"--as-of takes a log position or an ISO timestamp, not {text!r}"
+        ) from None
     if at.tzinfo is None:
         raise argparse.ArgumentTypeError("--as-of timestamp needs a time zone, e.g. +00:00")
     return at
@@ -155,8 +163,10 @@ _non_negative = _number(lambda n: n >= 0, "a whole number from 0")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         code: int = args.run(args)
         return code

@@ -5,4 +5,13 @@ from ledger.application import CommandResult, DueExpiry, Ledger
 from ledger.database import Database
 from ledger.errors import LedgerError
 
-__all__ = ["SYSTEM", "Actor", "CommandResult", "Database", "DueExpiry", "Ledger", "LedgerError", "Role"]
+__all__ = [
+    "SYSTEM",
+    "Actor",
+    "CommandResult",
+    "Database",
+    "DueExpiry",
+    "Ledger",
+    "LedgerError",
+    "Role",
+]

@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast, overload
 from uuid import UUID
 
@@ -40,7 +40,7 @@ SNAPSHOT_INTERVAL = 100
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,11 @@ class _CommandMethod(Generic[C]):
 
 class Ledger(Application[UUID]):
     name = "Ledger"
-    snapshotting_intervals = {Provider: SNAPSHOT_INTERVAL, Account: SNAPSHOT_INTERVAL,
-                              Post: SNAPSHOT_INTERVAL}
+    snapshotting_intervals = {
+        Provider: SNAPSHOT_INTERVAL,
+        Account: SNAPSHOT_INTERVAL,
+        Post: SNAPSHOT_INTERVAL,
+    }
     MAX_ATTEMPTS = 8
 
     def __init__(
@@ -210,11 +213,17 @@ class Ledger(Application[UUID]):
                 value = cmd.execute(uow)
             new = uow.collect()
             last = new[-1]
-            records.append(IdempotencyRecord(
-                actor_id=key[0], key=key[1], command=cmd.type_name, request_mac=mac,
-                result=value, last_originator_id=last.originator_id,
-                last_originator_version=last.originator_version,
-            ))
+            records.append(
+                IdempotencyRecord(
+                    actor_id=key[0],
+                    key=key[1],
+                    command=cmd.type_name,
+                    request_mac=mac,
+                    result=value,
+                    last_originator_id=last.originator_id,
+                    last_originator_version=last.originator_version,
+                )
+            )
             spans.append((index, len(uow.events) - 1, value))
         if records:
             recordings = self.save(*uow.events, *uow.aggregates, idempotency=records)
@@ -225,11 +234,11 @@ class Ledger(Application[UUID]):
 
     # ----- reads ----------------------------------------------------------------------
 
-    def _aggregate(
-        self, cls: type[A], aggregate_id: UUID | str, version: int | None = None
-    ) -> A:
+    def _aggregate(self, cls: type[A], aggregate_id: UUID | str, version: int | None = None) -> A:
         missing = {Account: errors.AccountNotFound, Post: errors.PostNotFound}.get(
-            cls, errors.ProviderNotFound)
+            cls, errors.ProviderNotFound
+        )
+        found: Aggregate | None
         try:
             found = self.repository.get(_as_uuid(aggregate_id), version=version)
         except AggregateNotFoundError:
@@ -274,7 +283,8 @@ class Ledger(Application[UUID]):
         if version is None:
             self._aggregate(cls, uid)  # raises when it never existed
             raise errors.NotFoundAtPosition(
-                f"the {cls.__name__.lower()} did not exist yet then", id=str(uid))
+                f"the {cls.__name__.lower()} did not exist yet then", id=str(uid)
+            )
         return self._aggregate(cls, uid, version)
 
     def head(self) -> int:
@@ -293,7 +303,9 @@ class Ledger(Application[UUID]):
         """Events after a position, in log order, read page by page."""
         unknown = sorted(set(types) - set(EVENT_TYPES))
         if unknown:
-            raise errors.InvalidArgument(f"unknown event types {unknown}; known: {list(EVENT_TYPES)}")
+            raise errors.InvalidArgument(
+                f"unknown event types {unknown}; known: {list(EVENT_TYPES)}"
+            )
         if after < 0 or (limit is not None and limit < 0):
             raise errors.InvalidArgument("after and limit must not be negative")
         origin = _as_uuid(originator_id) if originator_id is not None else None
@@ -315,7 +327,8 @@ class Ledger(Application[UUID]):
         now = self.clock()
         until = until or now
         accounts = {
-            e.originator_id for e in self.read_log(types=["Account.SanctionImposed"])
+            e.originator_id
+            for e in self.read_log(types=["Account.SanctionImposed"])
             if e.payload["expires_at"] is not None
             and datetime.fromisoformat(e.payload["expires_at"]) <= until
         }

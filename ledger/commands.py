@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field, fields
-from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -64,8 +63,11 @@ class Command:
 
     def fingerprint(self) -> bytes:
         """The arguments in canonical form, for recognising a retry."""
-        args = {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name not in ("actor", "idempotency_key")}
+        args = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("actor", "idempotency_key")
+        }
         return json.dumps([self.type_name, args], sort_keys=True, default=str).encode()
 
     # ----- argument checks, used by validate() ----------------------------------------
@@ -78,7 +80,9 @@ class Command:
         if value is None and optional:
             return
         if not isinstance(value, str) or not value.strip() or len(value) > max_len:
-            raise errors.InvalidArgument(f"{name} must be a non-empty text of at most {max_len} characters")
+            raise errors.InvalidArgument(
+                f"{name} must be a non-empty text of at most {max_len} characters"
+            )
         self._set(name, value.strip())
 
     def _choice(self, name: str, options: tuple[str, ...] | list[str]) -> None:
@@ -119,7 +123,9 @@ def _known_rules(uow: UnitOfWork, rule_ids: tuple[str, ...]) -> list[str]:
         raise errors.NoRuleCited("cite at least one rule of the ruleset")
     unknown = sorted(set(rule_ids) - set(uow.ruleset.rules))
     if unknown:
-        raise errors.UnknownRule(f"not rules of ruleset {uow.ruleset.id}: {unknown}", unknown=unknown)
+        raise errors.UnknownRule(
+            f"not rules of ruleset {uow.ruleset.id}: {unknown}", unknown=unknown
+        )
     return list(dict.fromkeys(rule_ids))
 
 
@@ -139,8 +145,14 @@ class RegisterProvider(Command):
         self._text("licence_ref")
 
     def execute(self, uow: UnitOfWork) -> dict[str, Any]:
-        provider = Provider(id=ids.provider_id(self.code), code=self.code, name=self.name,
-                            licence_ref=self.licence_ref, actor=self.actor, timestamp=uow.now)
+        provider = Provider(
+            id=ids.provider_id(self.code),
+            code=self.code,
+            name=self.name,
+            licence_ref=self.licence_ref,
+            actor=self.actor,
+            timestamp=uow.now,
+        )
         uow.add(provider)
         return {"provider_id": str(provider.id)}
 
@@ -160,8 +172,12 @@ class RecordQualification(Command):
     def execute(self, uow: UnitOfWork) -> dict[str, Any]:
         provider = uow.provider(self.provider_id)
         require_own(self.actor, provider.id)
-        provider.record_qualification(qualification=self.qualification, reference=self.reference,
-                                      actor=self.actor, timestamp=uow.now)
+        provider.record_qualification(
+            qualification=self.qualification,
+            reference=self.reference,
+            actor=self.actor,
+            timestamp=uow.now,
+        )
         return {"provider_id": str(provider.id)}
 
 
@@ -190,14 +206,18 @@ class RegisterAccount(Command):
 
     def execute(self, uow: UnitOfWork) -> dict[str, Any]:
         if self.category is not None and self.category not in uow.ruleset.categories:
-            raise errors.InvalidArgument(
-                f"category must be one of {list(uow.ruleset.categories)}")
+            raise errors.InvalidArgument(f"category must be one of {list(uow.ruleset.categories)}")
         provider = uow.provider(self.provider_id)
         require_own(self.actor, provider.id)
         account = Account(
-            id=ids.account_id(provider.id, self.handle), provider_id=provider.id,
-            handle=self.handle, kind=self.kind, category=self.category, legacy=self.legacy,
-            actor=self.actor, timestamp=uow.now,
+            id=ids.account_id(provider.id, self.handle),
+            provider_id=provider.id,
+            handle=self.handle,
+            kind=self.kind,
+            category=self.category,
+            legacy=self.legacy,
+            actor=self.actor,
+            timestamp=uow.now,
         )
         uow.add(account)
         return {"account_id": str(account.id)}
@@ -235,8 +255,9 @@ class VerifyIdentity(_AccountCommand):
     def execute(self, uow: UnitOfWork) -> dict[str, Any]:
         account = self.account(uow)
         sealed = uow.vault.seal(account.id, {"name": self.real_name, "id_number": self.id_number})
-        account.verify_identity(sealed, self.method, self.verifier or self.actor.id,
-                                self.actor, uow.now)
+        account.verify_identity(
+            sealed, self.method, self.verifier or self.actor.id, self.actor, uow.now
+        )
         return self.done()
 
 
@@ -270,8 +291,14 @@ class SignAgreement(_AccountCommand):
 
     def execute(self, uow: UnitOfWork) -> dict[str, Any]:
         self.account(uow).sign_agreement(
-            self.agreement_id, self.version, self.text_sha256, list(self.baselines),
-            uow.ruleset, self.actor, uow.now)
+            self.agreement_id,
+            self.version,
+            self.text_sha256,
+            list(self.baselines),
+            uow.ruleset,
+            self.actor,
+            uow.now,
+        )
         return self.done()
 
 
@@ -319,8 +346,9 @@ class GrantNewsPermission(_AccountCommand):
         self._text("basis")
 
     def execute(self, uow: UnitOfWork) -> dict[str, Any]:
-        self.account(uow).grant_news_permission(self.scope, self.basis, uow.ruleset, self.actor,
-                                                uow.now)
+        self.account(uow).grant_news_permission(
+            self.scope, self.basis, uow.ruleset, self.actor, uow.now
+        )
         return self.done()
 
 
@@ -336,8 +364,9 @@ class RevokeNewsPermission(_AccountCommand):
         self._text("reason")
 
     def execute(self, uow: UnitOfWork) -> dict[str, Any]:
-        self.account(uow).revoke_news_permission(self.scope, self.reason, uow.ruleset, self.actor,
-                                                 uow.now)
+        self.account(uow).revoke_news_permission(
+            self.scope, self.reason, uow.ruleset, self.actor, uow.now
+        )
         return self.done()
 
 
@@ -393,14 +422,26 @@ class ImposeSanction(_AccountCommand):
         for post_id in self.evidence_post_ids:
             if uow.post(post_id).account_id != account.id:
                 raise errors.EvidenceNotOfAccount(
-                    "evidence must be posts of the sanctioned account", post_id=str(post_id))
+                    "evidence must be posts of the sanctioned account", post_id=str(post_id)
+                )
         sanction_id = ids.child_id(account.id, "sanction", self.actor.id, self.idempotency_key)
         account.impose_sanction(
-            sanction_id, self.level, rule_ids, [str(p) for p in self.evidence_post_ids],
-            self.reason, self.duration_days, uow.ruleset, self.actor, uow.now)
+            sanction_id,
+            self.level,
+            rule_ids,
+            [str(p) for p in self.evidence_post_ids],
+            self.reason,
+            self.duration_days,
+            uow.ruleset,
+            self.actor,
+            uow.now,
+        )
         expires = account.sanctions[str(sanction_id)]["expires_at"]
-        return {**self.done(), "sanction_id": str(sanction_id),
-                "expires_at": expires.isoformat() if expires else None}
+        return {
+            **self.done(),
+            "sanction_id": str(sanction_id),
+            "expires_at": expires.isoformat() if expires else None,
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -458,8 +499,9 @@ class DecideAppeal(_SanctionCommand):
         self._text("reason")
 
     def execute(self, uow: UnitOfWork) -> dict[str, Any]:
-        self.account(uow).decide_appeal(self.sanction_id, self.outcome, self.reason, self.actor,
-                                        uow.now)
+        self.account(uow).decide_appeal(
+            self.sanction_id, self.outcome, self.reason, self.actor, uow.now
+        )
         return self.done()
 
 
@@ -492,10 +534,16 @@ class PublishPost(_AccountCommand):
         if self.source_post_id is not None:
             uow.post(self.source_post_id)
         post = Post(
-            id=ids.post_id(account.id, self.ref), account_id=account.id,
-            provider_id=account.provider_id, ref=self.ref, origin=self.origin,
-            category=self.category, content_sha256=self.content_sha256,
-            source_post_id=self.source_post_id, actor=self.actor, timestamp=uow.now,
+            id=ids.post_id(account.id, self.ref),
+            account_id=account.id,
+            provider_id=account.provider_id,
+            ref=self.ref,
+            origin=self.origin,
+            category=self.category,
+            content_sha256=self.content_sha256,
+            source_post_id=self.source_post_id,
+            actor=self.actor,
+            timestamp=uow.now,
         )
         uow.add(post)
         return {"post_id": str(post.id), "account_id": str(account.id)}
@@ -583,8 +631,25 @@ class RemovePost(_PostCommand):
 
 
 ALL_COMMANDS: tuple[type[Command], ...] = (
-    RegisterProvider, RecordQualification, RegisterAccount, VerifyIdentity, EraseIdentity,
-    SignAgreement, ReviewAccount, FileAccount, GrantNewsPermission, RevokeNewsPermission,
-    MarkAccount, UnmarkAccount, PublishPost, RecordReach, ReportPost, ResolveReport, RemovePost,
-    ImposeSanction, LiftSanction, AppealSanction, DecideAppeal,
+    RegisterProvider,
+    RecordQualification,
+    RegisterAccount,
+    VerifyIdentity,
+    EraseIdentity,
+    SignAgreement,
+    ReviewAccount,
+    FileAccount,
+    GrantNewsPermission,
+    RevokeNewsPermission,
+    MarkAccount,
+    UnmarkAccount,
+    PublishPost,
+    RecordReach,
+    ReportPost,
+    ResolveReport,
+    RemovePost,
+    ImposeSanction,
+    LiftSanction,
+    AppealSanction,
+    DecideAppeal,
 )

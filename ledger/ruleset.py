@@ -78,7 +78,7 @@ class _Parser:
             if not isinstance(node, dict) or part not in node:
                 raise self.fail(key, "missing")
             node = node[part]
-        if not isinstance(node, kind) or isinstance(node, bool) and kind is not bool:
+        if not isinstance(node, kind) or (isinstance(node, bool) and kind is not bool):
             names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
             raise self.fail(key, f"expected {names}, found {type(node).__name__}")
         return node
@@ -134,7 +134,9 @@ class _Parser:
                 elif isinstance(item, int) and not isinstance(item, bool) and item > 0:
                     parsed.append(item)
                 else:
-                    raise self.fail(key, f"{item!r} is neither a positive number of days nor 'indefinite'")
+                    raise self.fail(
+                        key, f"{item!r} is neither a positive number of days nor 'indefinite'"
+                    )
             out[level] = tuple(parsed)
         return out
 
@@ -164,7 +166,9 @@ class _Parser:
         baselines = self.get("agreement.baselines", list)
         unknown = [b for b in baselines if b not in rule_ids]
         if unknown or not baselines:
-            raise self.fail("agreement.baselines", f"must name rules of the ruleset; unknown: {unknown}")
+            raise self.fail(
+                "agreement.baselines", f"must name rules of the ruleset; unknown: {unknown}"
+            )
         return Agreement(
             id=self.text("agreement.id"),
             version=self.text("agreement.version"),

@@ -19,7 +19,7 @@ from eventsourcing.persistence import Notification, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 
 @dataclass(frozen=True)
@@ -82,18 +82,27 @@ class LedgerRecorder(PostgresApplicationRecorder):
                     " VALUES (%s, %s, %s, %s, %s, %s, %s)"
                 ).format(t=self.idempotency_table),
                 [
-                    (r.actor_id, r.key, r.command, r.request_mac, json.dumps(r.result),
-                     r.last_originator_id, r.last_originator_version)
+                    (
+                        r.actor_id,
+                        r.key,
+                        r.command,
+                        r.request_mac,
+                        json.dumps(r.result),
+                        r.last_originator_id,
+                        r.last_originator_version,
+                    )
                     for r in idempotency
                 ],
             )
 
-    def _rows(self, query: Composable, params: Sequence[Any]) -> list[DictRow]:
+    def _rows(self, query: Composed, params: Sequence[Any]) -> list[DictRow]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(query, params)
             return curs.fetchall()
 
-    def prior_outcomes(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PriorOutcome]:
+    def prior_outcomes(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], PriorOutcome]:
         if not keys:
             return {}
         rows = self._rows(
@@ -133,8 +142,10 @@ class LedgerRecorder(PostgresApplicationRecorder):
         )
         return [
             Notification(
-                id=r["notification_id"], originator_id=r["originator_id"],
-                originator_version=r["originator_version"], topic=r["topic"],
+                id=r["notification_id"],
+                originator_id=r["originator_id"],
+                originator_version=r["originator_version"],
+                topic=r["topic"],
                 state=bytes(r["state"]),
             )
             for r in rows
@@ -167,7 +178,8 @@ class LedgerRecorder(PostgresApplicationRecorder):
     def count_by_type(self) -> dict[str, int]:
         rows = self._rows(
             SQL("SELECT topic, count(*) AS n FROM {e} GROUP BY topic ORDER BY topic").format(
-                e=self.events_table),
+                e=self.events_table
+            ),
             [],
         )
         return {r["topic"]: r["n"] for r in rows}

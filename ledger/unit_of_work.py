@@ -40,23 +40,32 @@ class UnitOfWork:
                 self._loaded[aggregate_id] = None
         return self._loaded[aggregate_id]
 
-    def _get(self, cls: type[A], aggregate_id: UUID, missing: Callable[[], errors.LedgerError]) -> A:
+    def _get(
+        self, cls: type[A], aggregate_id: UUID, missing: Callable[[], errors.LedgerError]
+    ) -> A:
         found = self._load(aggregate_id)
         if not isinstance(found, cls):
             raise missing()
         return found
 
     def provider(self, provider_id: UUID) -> Provider:
-        return self._get(Provider, provider_id, lambda: errors.ProviderNotFound(
-            "no such provider", provider_id=str(provider_id)))
+        return self._get(
+            Provider,
+            provider_id,
+            lambda: errors.ProviderNotFound("no such provider", provider_id=str(provider_id)),
+        )
 
     def account(self, account_id: UUID) -> Account:
-        return self._get(Account, account_id, lambda: errors.AccountNotFound(
-            "no such account", account_id=str(account_id)))
+        return self._get(
+            Account,
+            account_id,
+            lambda: errors.AccountNotFound("no such account", account_id=str(account_id)),
+        )
 
     def post(self, post_id: UUID) -> Post:
-        return self._get(Post, post_id, lambda: errors.PostNotFound(
-            "no such post", post_id=str(post_id)))
+        return self._get(
+            Post, post_id, lambda: errors.PostNotFound("no such post", post_id=str(post_id))
+        )
 
     def own_account(self, account_id: UUID, actor: Actor) -> Account:
         account = self.account(account_id)

@@ -18,15 +18,39 @@ def lifecycle(world: World, handle: str, key: str) -> list[c.Command]:
     account = ids.account_id(world.provider, handle)
     ops = world.ops
     return [
-        c.RegisterAccount(actor=ops, idempotency_key=f"{key}-reg", provider_id=world.provider,
-                          handle=handle, kind="personal"),
-        c.VerifyIdentity(actor=ops, idempotency_key=f"{key}-ver", account_id=account,
-                         real_name="Han Meimei", id_number="1", method="id_card"),
-        c.SignAgreement(actor=ops, idempotency_key=f"{key}-sign", account_id=account,
-                        agreement_id=agreement.id, version=agreement.version,
-                        text_sha256=agreement.sha256, baselines=agreement.baselines),
-        c.PublishPost(actor=ops, idempotency_key=f"{key}-pub", account_id=account, ref="1",
-                      origin="original", category="other", content_sha256=sha("hello")),
+        c.RegisterAccount(
+            actor=ops,
+            idempotency_key=f"{key}-reg",
+            provider_id=world.provider,
+            handle=handle,
+            kind="personal",
+        ),
+        c.VerifyIdentity(
+            actor=ops,
+            idempotency_key=f"{key}-ver",
+            account_id=account,
+            real_name="Han Meimei",
+            id_number="1",
+            method="id_card",
+        ),
+        c.SignAgreement(
+            actor=ops,
+            idempotency_key=f"{key}-sign",
+            account_id=account,
+            agreement_id=agreement.id,
+            version=agreement.version,
+            text_sha256=agreement.sha256,
+            baselines=agreement.baselines,
+        ),
+        c.PublishPost(
+            actor=ops,
+            idempotency_key=f"{key}-pub",
+            account_id=account,
+            ref="1",
+            origin="original",
+            category="other",
+            content_sha256=sha("hello"),
+        ),
     ]
 
 
@@ -37,16 +61,27 @@ def test_a_batch_is_recorded_whole_and_in_order(ledger: Ledger) -> None:
     assert positions == sorted(positions) and None not in positions
     logged = list(ledger.read_log(after=positions[0] - 1))
     assert [e.type for e in logged] == [
-        "Account.Registered", "Account.IdentityVerified", "Account.AgreementSigned",
-        "Post.Published"]
+        "Account.Registered",
+        "Account.IdentityVerified",
+        "Account.AgreementSigned",
+        "Post.Published",
+    ]
 
 
 def test_a_refused_command_refuses_the_whole_batch(ledger: Ledger) -> None:
     world = World(ledger)
     batch = lifecycle(world, "bob", "b")
-    batch.insert(3, c.ImposeSanction(actor=world.ops, idempotency_key="b-close",
-                                     account_id=ids.account_id(world.provider, "bob"),
-                                     level="closed", rule_ids=["art.9"], reason="x"))
+    batch.insert(
+        3,
+        c.ImposeSanction(
+            actor=world.ops,
+            idempotency_key="b-close",
+            account_id=ids.account_id(world.provider, "bob"),
+            level="closed",
+            rule_ids=["art.9"],
+            reason="x",
+        ),
+    )
     head = ledger.head()
     with pytest.raises(LedgerError) as refused:
         ledger.submit(batch)
@@ -77,7 +112,9 @@ def test_a_batch_mixing_replays_and_new_commands(ledger: Ledger) -> None:
     ledger.submit(batch[:2])
     results = ledger.submit(batch)
     assert [r.replayed for r in results] == [True, True, False, False]
-    assert UUID(results[3].value["post_id"]) == ids.post_id(ids.account_id(world.provider, "dan"), "1")
+    assert UUID(results[3].value["post_id"]) == ids.post_id(
+        ids.account_id(world.provider, "dan"), "1"
+    )
 
 
 def test_a_batch_may_not_repeat_a_key(ledger: Ledger) -> None:

@@ -16,14 +16,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def ledger_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "api.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 @pytest.fixture
 def env(database: Database, schema: str, tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "LEDGER_DATABASE_URL": database.conninfo, "LEDGER_SCHEMA": schema,
-            "LEDGER_DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    return {
+        **os.environ,
+        "LEDGER_DATABASE_URL": database.conninfo,
+        "LEDGER_SCHEMA": schema,
+        "LEDGER_DATA_DIR": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+    }
 
 
 def test_demo_events_account_summary(env: dict[str, str]) -> None:
@@ -42,16 +53,19 @@ def test_demo_events_account_summary(env: dict[str, str]) -> None:
     assert [e["position"] for e in lines] == sorted(e["position"] for e in lines)
     assert {"position", "type", "originator_id", "timestamp", "actor", "payload"} <= set(lines[0])
 
-    registered = json.loads(ledger_cli("events", "--type", "Account.Registered", "--limit", "1",
-                                       env=env).stdout)
+    registered = json.loads(
+        ledger_cli("events", "--type", "Account.Registered", "--limit", "1", env=env).stdout
+    )
     account = registered["originator_id"]
     now = json.loads(ledger_cli("account", account, env=env).stdout)
     assert now["id"] == account and now["identity"] in (None, "sealed")
-    then = json.loads(ledger_cli("account", account, "--as-of", str(registered["position"]),
-                                 env=env).stdout)
+    then = json.loads(
+        ledger_cli("account", account, "--as-of", str(registered["position"]), env=env).stdout
+    )
     assert then["version"] == 1 and then["agreement"] is None
-    at = json.loads(ledger_cli("account", account, "--as-of", registered["timestamp"],
-                               env=env).stdout)
+    at = json.loads(
+        ledger_cli("account", account, "--as-of", registered["timestamp"], env=env).stdout
+    )
     assert at == {**then, "as_of": registered["timestamp"]}
 
 
@@ -67,7 +81,9 @@ def test_demo_events_account_summary(env: dict[str, str]) -> None:
         ("nonsense",),
     ],
 )
-def test_bad_arguments_give_one_line_and_non_zero(env: dict[str, str], args: tuple[str, ...]) -> None:
+def test_bad_arguments_give_one_line_and_non_zero(
+    env: dict[str, str], args: tuple[str, ...]
+) -> None:
     result = ledger_cli(*args, env=env)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr

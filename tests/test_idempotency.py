@@ -46,9 +46,16 @@ def test_keys_are_per_actor(ledger: Ledger) -> None:
     mine = world.account(kind="personal")
     theirs = world.account(kind="personal", ops=world.rival_ops)
     for account, ops in ((mine, world.ops), (theirs, world.rival_ops)):
-        result = ledger.execute(c.ImposeSanction(
-            actor=ops, idempotency_key="same", account_id=account, level="warning",
-            rule_ids=["art.9"], reason="x"))
+        result = ledger.execute(
+            c.ImposeSanction(
+                actor=ops,
+                idempotency_key="same",
+                account_id=account,
+                level="warning",
+                rule_ids=["art.9"],
+                reason="x",
+            )
+        )
         assert not result.replayed
 
 
@@ -81,8 +88,9 @@ result = ledger.execute(c.RecordReach(actor=ops, idempotency_key="proc", post_id
 print(result.replayed, result.position)
 """
     outputs = [
-        subprocess.run([sys.executable, "-c", script, str(post)], capture_output=True, text=True,
-                       check=True).stdout.split()
+        subprocess.run(
+            [sys.executable, "-c", script, str(post)], capture_output=True, text=True, check=True
+        ).stdout.split()
         for _ in range(2)
     ]
     assert outputs[0][0] == "False" and outputs[1][0] == "True"
@@ -124,21 +132,29 @@ def test_version_races_under_threads_lose_nothing(make_ledger) -> None:  # type:
         barrier.wait()
         for i in range(per_thread):
             try:
-                ledger.execute(c.ImposeSanction(
-                    actor=world.ops, idempotency_key=f"t{n}-{i}", account_id=account,
-                    level="warning", rule_ids=["art.9"], reason="race"))
+                ledger.execute(
+                    c.ImposeSanction(
+                        actor=world.ops,
+                        idempotency_key=f"t{n}-{i}",
+                        account_id=account,
+                        level="warning",
+                        rule_ids=["art.9"],
+                        reason="race",
+                    )
+                )
             except LedgerError as e:
                 refused.append(e.code)
 
-    threads = [threading.Thread(target=impose, args=(n, l)) for n, l in enumerate(ledgers)]
+    threads = [threading.Thread(target=impose, args=pair) for pair in enumerate(ledgers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert set(refused) <= {"CONFLICT"}
     stored = ledgers[1].get_account(account)
-    imposed = [e for e in ledgers[1].read_log(originator_id=account)
-               if e.type == "Account.SanctionImposed"]
+    imposed = [
+        e for e in ledgers[1].read_log(originator_id=account) if e.type == "Account.SanctionImposed"
+    ]
     assert len(stored.sanctions) == len(imposed) == len(ledgers) * per_thread - len(refused)
     # Versions are a gap-free sequence: no event was lost or written twice.
     versions = [e.originator_version for e in ledgers[1].read_log(originator_id=account)]
@@ -158,16 +174,31 @@ def test_conflict_after_bounded_retries(make_ledger) -> None:  # type: ignore[no
     def save_after_interference(*args, **kwargs):  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
-        other.execute(c.ImposeSanction(actor=world.ops, idempotency_key=f"other-{calls}",
-                                       account_id=account, level="warning", rule_ids=["art.9"],
-                                       reason="interfere"))
+        other.execute(
+            c.ImposeSanction(
+                actor=world.ops,
+                idempotency_key=f"other-{calls}",
+                account_id=account,
+                level="warning",
+                rule_ids=["art.9"],
+                reason="interfere",
+            )
+        )
         return original_save(*args, **kwargs)
 
     ledger.save = save_after_interference  # type: ignore[method-assign]
     head_before = ledger.head()
     with pytest.raises(LedgerError) as refused:
-        ledger.execute(c.ImposeSanction(actor=world.ops, idempotency_key="mine", account_id=account,
-                                        level="warning", rule_ids=["art.9"], reason="x"))
+        ledger.execute(
+            c.ImposeSanction(
+                actor=world.ops,
+                idempotency_key="mine",
+                account_id=account,
+                level="warning",
+                rule_ids=["art.9"],
+                reason="x",
+            )
+        )
     assert refused.value.code == "CONFLICT"
     assert calls == ledger.MAX_ATTEMPTS
     # Only the interfering writer's events were recorded (a rolled-back insert leaves a

@@ -18,16 +18,27 @@ NUMBER = "11010519491231002X"
 def test_identity_is_sealed_everywhere(ledger: Ledger, database: Database, schema: str) -> None:
     world = World(ledger)
     account = world.account(verified=False)
-    command = c.VerifyIdentity(actor=world.ops, idempotency_key="v", account_id=account,
-                               real_name=NAME, id_number=NUMBER, method="id_card")
+    command = c.VerifyIdentity(
+        actor=world.ops,
+        idempotency_key="v",
+        account_id=account,
+        real_name=NAME,
+        id_number=NUMBER,
+        method="id_card",
+    )
     ledger.execute(command)
     for _ in range(120):  # enough events for a snapshot of the account
-        world.run(c.ImposeSanction, account_id=account, level="warning", rule_ids=["art.9"],
-                  reason="x")
+        world.run(
+            c.ImposeSanction, account_id=account, level="warning", rule_ids=["art.9"], reason="x"
+        )
     assert NAME not in repr(command) and NUMBER not in repr(command)
     with database.connect() as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [schema])]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [schema]
+            )
+        ]
         assert {"ledger_events", "ledger_snapshots", "ledger_idempotency"} <= set(tables)
         for table in tables:
             dump = conn.execute(f'SELECT t::text FROM "{schema}"."{table}" t').fetchall()

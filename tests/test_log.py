@@ -21,7 +21,8 @@ def test_reading_the_log(ledger: Ledger) -> None:
     assert everything[-1].position == ledger.head()
     middle = everything[4].position
     assert [e.position for e in ledger.read_log(middle, page_size=3)] == [
-        e.position for e in everything if e.position > middle]
+        e.position for e in everything if e.position > middle
+    ]
     sanctions = list(ledger.read_log(types=["Account.SanctionImposed"], page_size=2))
     assert len(sanctions) == 3 and all(e.originator_id == account for e in sanctions)
     assert all(e.actor == REGULATOR.as_dict() for e in sanctions)
@@ -40,7 +41,9 @@ def test_bad_log_arguments(ledger: Ledger) -> None:
 def test_stored_topics_are_explicit_names(ledger: Ledger, database, schema: str) -> None:  # type: ignore[no-untyped-def]
     World(ledger).account()
     with database.connect() as conn:
-        topics = {r[0] for r in conn.execute(f'SELECT DISTINCT topic FROM "{schema}".ledger_events')}
+        topics = {
+            r[0] for r in conn.execute(f'SELECT DISTINCT topic FROM "{schema}".ledger_events')
+        }
     assert topics <= set(EVENT_TYPES)
     assert "Account.Registered" in topics and not any(":" in t for t in topics)
 
@@ -51,8 +54,11 @@ def test_a_long_lived_account_loads_from_its_snapshot(ledger: Ledger) -> None:
     batch: list[c.Command] = []
     for i in range(5000):
         batch.append(c.MarkAccount(actor=world.ops, idempotency_key=f"m{i}", account_id=account))
-        batch.append(c.UnmarkAccount(actor=world.ops, idempotency_key=f"u{i}", account_id=account,
-                                     reason="rotation"))
+        batch.append(
+            c.UnmarkAccount(
+                actor=world.ops, idempotency_key=f"u{i}", account_id=account, reason="rotation"
+            )
+        )
         if len(batch) == 1000:
             ledger.submit(batch)
             batch = []

@@ -28,20 +28,43 @@ def test_the_default_is_the_2014_provisions() -> None:
 
 
 BROKEN = {
-    "missing ladder": ('ladder = ["warning", "publishing_restricted", "updates_suspended", '
-                       '"closed"]\n', "", "sanctions.ladder", "missing"),
-    "unknown level duration": ("updates_suspended = [7", "suspended = [7",
-                               "sanctions.durations.suspended", "not on the ladder"),
-    "bad duration": ("[7, 15, 30, 90, \"indefinite\"]\nupdates", "[0]\nupdates",
-                     "sanctions.durations.publishing_restricted", "positive number"),
-    "wrong agreement hash": (f'sha256 = "{load_ruleset().agreement.sha256}"', 'sha256 = "00"',
-                             "agreement.sha256", "does not match"),
-    "bad scope": ('news_agency = "publish"', 'news_agency = "everything"',
-                  "categories.news_agency", "must be"),
+    "missing ladder": (
+        'ladder = ["warning", "publishing_restricted", "updates_suspended", "closed"]\n',
+        "",
+        "sanctions.ladder",
+        "missing",
+    ),
+    "unknown level duration": (
+        "updates_suspended = [7",
+        "suspended = [7",
+        "sanctions.durations.suspended",
+        "not on the ladder",
+    ),
+    "bad duration": (
+        '[7, 15, 30, 90, "indefinite"]\nupdates',
+        "[0]\nupdates",
+        "sanctions.durations.publishing_restricted",
+        "positive number",
+    ),
+    "wrong agreement hash": (
+        f'sha256 = "{load_ruleset().agreement.sha256}"',
+        'sha256 = "00"',
+        "agreement.sha256",
+        "does not match",
+    ),
+    "bad scope": (
+        'news_agency = "publish"',
+        'news_agency = "everything"',
+        "categories.news_agency",
+        "must be",
+    ),
     "threshold text": ("views = [5000]", 'views = ["many"]', "reach.views", "positive whole"),
-    "unknown baseline": ('"baseline.laws", "baseline.socialist_system"',
-                         '"baseline.lawz", "baseline.socialist_system"', "agreement.baselines",
-                         "unknown"),
+    "unknown baseline": (
+        '"baseline.laws", "baseline.socialist_system"',
+        '"baseline.lawz", "baseline.socialist_system"',
+        "agreement.baselines",
+        "unknown",
+    ),
     "empty rule": ('"art.1" = "Purpose', '"art.1" = "" #', "rules.art.1", "non-empty"),
     "not toml": ("[ruleset]", "[ruleset", "", "not valid TOML"),
 }
@@ -68,7 +91,8 @@ def test_a_missing_file_is_refused(tmp_path: Path) -> None:
 
 def test_another_ruleset_changes_the_rules(make_ledger, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     stricter = DEFAULT.replace("views = [5000]", "views = [100, 1000]").replace(
-        "updates_suspended = [7, 15, 30, 90, \"indefinite\"]", "updates_suspended = [3]")
+        'updates_suspended = [7, 15, 30, 90, "indefinite"]', "updates_suspended = [3]"
+    )
     path = tmp_path / "stricter.toml"
     path.write_text(stricter)
     ledger: Ledger = make_ledger(ruleset=load_ruleset(path))
@@ -76,5 +100,12 @@ def test_another_ruleset_changes_the_rules(make_ledger, tmp_path: Path) -> None:
     post = world.post(world.account())
     value = world.run(c.RecordReach, post_id=post, views=1500, reposts=0)
     assert value["thresholds_crossed"] == ["views:100", "views:1000"]
-    world.run(c.ImposeSanction, REGULATOR, account_id=world.account(), level="updates_suspended",
-              rule_ids=["art.9"], reason="x", duration_days=3)
+    world.run(
+        c.ImposeSanction,
+        REGULATOR,
+        account_id=world.account(),
+        level="updates_suspended",
+        rule_ids=["art.9"],
+        reason="x",
+        duration_days=3,
+    )

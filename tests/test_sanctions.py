@@ -19,7 +19,10 @@ def test_a_suspension_lapses_at_its_expiry_without_an_event(ledger: Ledger, cloc
     imposed_at = clock.now
     head = ledger.head()
     state = ledger.get_account(account)
-    assert state.status(imposed_at + timedelta(days=7) - timedelta(seconds=1)) is AccountStatus.UPDATES_SUSPENDED
+    assert (
+        state.status(imposed_at + timedelta(days=7) - timedelta(seconds=1))
+        is AccountStatus.UPDATES_SUSPENDED
+    )
     assert state.status(imposed_at + timedelta(days=7, seconds=1)) is AccountStatus.ACTIVE
     # Publishing is refused before, and allowed after, with nobody writing in between.
     clock.advance(days=7, seconds=1)
@@ -47,9 +50,17 @@ def test_an_overturned_closure_reopens_the_account(ledger: Ledger) -> None:
     account = world.account()
     closure = world.sanction(account, "closed")
     assert ledger.get_account(account).status(ledger.clock()) is AccountStatus.CLOSED
-    world.run(c.AppealSanction, account_id=account, sanction_id=closure, grounds="mistaken identity")
-    world.run(c.DecideAppeal, REGULATOR, account_id=account, sanction_id=closure,
-              outcome="overturned", reason="evidence was of another account")
+    world.run(
+        c.AppealSanction, account_id=account, sanction_id=closure, grounds="mistaken identity"
+    )
+    world.run(
+        c.DecideAppeal,
+        REGULATOR,
+        account_id=account,
+        sanction_id=closure,
+        outcome="overturned",
+        reason="evidence was of another account",
+    )
     assert ledger.get_account(account).status(ledger.clock()) is AccountStatus.ACTIVE
     world.post(account)
 
@@ -59,8 +70,14 @@ def test_an_upheld_appeal_keeps_the_sanction(ledger: Ledger) -> None:
     account = world.account()
     restriction = world.sanction(account, "publishing_restricted", days=30)
     world.run(c.AppealSanction, account_id=account, sanction_id=restriction, grounds="satire")
-    world.run(c.DecideAppeal, REGULATOR, account_id=account, sanction_id=restriction,
-              outcome="upheld", reason="not satire")
+    world.run(
+        c.DecideAppeal,
+        REGULATOR,
+        account_id=account,
+        sanction_id=restriction,
+        outcome="upheld",
+        reason="not satire",
+    )
     state = ledger.get_account(account)
     assert state.status(ledger.clock()) is AccountStatus.PUBLISHING_RESTRICTED
     appeal = state.sanctions[str(restriction)]["appeal"]
@@ -83,11 +100,19 @@ def test_a_sanction_records_issuer_rules_evidence_and_expiry(ledger: Ledger, clo
     world = World(ledger)
     account = world.account()
     post = world.post(account)
-    result = world.run(c.ImposeSanction, world.ops, account_id=account, level="updates_suspended",
-                       rule_ids=["baseline.authenticity", "art.9"], reason="rumour",
-                       evidence_post_ids=[post], duration_days=15)
-    (event,) = [e for e in ledger.read_log(originator_id=account)
-                if e.type == "Account.SanctionImposed"]
+    result = world.run(
+        c.ImposeSanction,
+        world.ops,
+        account_id=account,
+        level="updates_suspended",
+        rule_ids=["baseline.authenticity", "art.9"],
+        reason="rumour",
+        evidence_post_ids=[post],
+        duration_days=15,
+    )
+    (event,) = [
+        e for e in ledger.read_log(originator_id=account) if e.type == "Account.SanctionImposed"
+    ]
     assert event.actor == world.ops.as_dict()
     assert event.payload["rule_ids"] == ["baseline.authenticity", "art.9"]
     assert event.payload["evidence_post_ids"] == [str(post)]
@@ -100,8 +125,14 @@ def test_reports_keep_their_time_to_resolution(ledger: Ledger, clock: Clock) -> 
     post = world.post(world.account())
     report = world.run(c.ReportPost, post_id=post, reporter="user-9", reason="rumour")["report_id"]
     clock.advance(hours=3)
-    world.run(c.ResolveReport, REGULATOR, post_id=post, report_id=report, outcome="upheld",
-              reason="false claim")
+    world.run(
+        c.ResolveReport,
+        REGULATOR,
+        post_id=post,
+        report_id=report,
+        outcome="upheld",
+        reason="false claim",
+    )
     resolved = ledger.get_post(post).reports[report]
     assert resolved["outcome"] == "upheld"
     assert resolved["handler"] == REGULATOR

@@ -21,18 +21,26 @@ def test_state_at_every_position_and_moment(ledger: Ledger, clock: Clock) -> Non
 
     def step(cls: type[c.Command], actor=None, **args) -> None:  # type: ignore[no-untyped-def]
         clock.advance(hours=1)
-        position = ledger.execute(cls(actor=actor or world.ops, idempotency_key=world.key(),
-                                      account_id=account, **args)).position
+        position = ledger.execute(
+            cls(actor=actor or world.ops, idempotency_key=world.key(), account_id=account, **args)
+        ).position
         moment = clock.now
-        seen.append((position, moment, account_view(ledger.get_account(account), ledger.ruleset,
-                                                     moment)))
+        seen.append(
+            (position, moment, account_view(ledger.get_account(account), ledger.ruleset, moment))
+        )
 
     step(c.ReviewAccount, outcome="approved", reason="ok")
     step(c.FileAccount, authority="cac", reference="F-1", category="government")
     step(c.GrantNewsPermission, REGULATOR, scope="publish", basis="state council")
     step(c.MarkAccount)
-    step(c.ImposeSanction, REGULATOR, level="updates_suspended", rule_ids=["art.9"],
-         reason="x", duration_days=7)
+    step(
+        c.ImposeSanction,
+        REGULATOR,
+        level="updates_suspended",
+        rule_ids=["art.9"],
+        reason="x",
+        duration_days=7,
+    )
     sanction = ledger.get_account(account).sanctions
     (sanction_id,) = sanction
     step(c.AppealSanction, sanction_id=sanction_id, grounds="satire")
@@ -61,8 +69,11 @@ def test_before_it_existed(ledger: Ledger, clock: Clock) -> None:
 def test_bad_time_travel_arguments(ledger: Ledger) -> None:
     world = World(ledger)
     account = world.account()
-    for kwargs in ({}, {"position": 1, "at": ledger.clock()},
-                   {"at": ledger.clock().replace(tzinfo=None)}):
+    for kwargs in (
+        {},
+        {"position": 1, "at": ledger.clock()},
+        {"at": ledger.clock().replace(tzinfo=None)},
+    ):
         with pytest.raises(LedgerError) as refused:
             ledger.account_at(account, **kwargs)  # type: ignore[arg-type]
         assert refused.value.code == "INVALID_ARGUMENT"
@@ -74,10 +85,12 @@ def test_bad_time_travel_arguments(ledger: Ledger) -> None:
 def test_post_as_of(ledger: Ledger) -> None:
     world = World(ledger)
     post = world.post(world.account())
-    first = ledger.execute(c.RecordReach(actor=world.ops, idempotency_key="r1", post_id=post,
-                                         views=6000, reposts=1))
-    ledger.execute(c.RecordReach(actor=world.ops, idempotency_key="r2", post_id=post,
-                                 views=9000, reposts=600))
+    first = ledger.execute(
+        c.RecordReach(actor=world.ops, idempotency_key="r1", post_id=post, views=6000, reposts=1)
+    )
+    ledger.execute(
+        c.RecordReach(actor=world.ops, idempotency_key="r2", post_id=post, views=9000, reposts=600)
+    )
     then = ledger.post_at(post, position=first.position)  # type: ignore[arg-type]
     assert (then.views, then.crossed) == (6000, ["views:5000"])
     now = ledger.get_post(post)

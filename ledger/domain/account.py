@@ -14,6 +14,7 @@ from typing import Any, TypedDict
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Snapshot as BaseSnapshot
 
 from ledger import errors
 from ledger.actors import Actor
@@ -77,7 +78,7 @@ class Account(Aggregate):
     class Created(Event, Aggregate.Created):
         TOPIC = "Account.Created"
 
-    class Snapshot(Aggregate.Snapshot):
+    class Snapshot(BaseSnapshot):
         TOPIC = "Account.Snapshot"
 
     @event("Registered", topic="Account.Registered")
@@ -225,8 +226,14 @@ class Account(Aggregate):
         self._identity_erased(reason=reason, actor=actor, timestamp=now)
 
     def sign_agreement(
-        self, agreement_id: str, version: str, sha256: str, baselines: list[str],
-        ruleset: Ruleset, actor: Actor, now: datetime,
+        self,
+        agreement_id: str,
+        version: str,
+        sha256: str,
+        baselines: list[str],
+        ruleset: Ruleset,
+        actor: Actor,
+        now: datetime,
     ) -> None:
         self.require_not_closed(now)
         current = ruleset.agreement
@@ -239,8 +246,12 @@ class Account(Aggregate):
         if missing:
             raise errors.BaselinesIncomplete("every bottom line must be accepted", missing=missing)
         self._agreement_signed(
-            agreement_id=agreement_id, version=version, sha256=sha256.lower(),
-            baselines=sorted(set(baselines)), actor=actor, timestamp=now,
+            agreement_id=agreement_id,
+            version=version,
+            sha256=sha256.lower(),
+            baselines=sorted(set(baselines)),
+            actor=actor,
+            timestamp=now,
         )
 
     def record_review(self, outcome: str, reason: str, actor: Actor, now: datetime) -> None:
@@ -248,7 +259,9 @@ class Account(Aggregate):
         self.require_public("review")
         self._reviewed(outcome=outcome, reason=reason, actor=actor, timestamp=now)
 
-    def file(self, authority: str, reference: str, category: str, actor: Actor, now: datetime) -> None:
+    def file(
+        self, authority: str, reference: str, category: str, actor: Actor, now: datetime
+    ) -> None:
         self.require_not_closed(now)
         self.require_public("filing")
         if not self.approved:
@@ -257,8 +270,9 @@ class Account(Aggregate):
             raise errors.CategoryMismatch(
                 f"the account is registered as {self.category}, not {category}"
             )
-        self._filed(authority=authority, reference=reference, category=category,
-                    actor=actor, timestamp=now)
+        self._filed(
+            authority=authority, reference=reference, category=category, actor=actor, timestamp=now
+        )
 
     def grant_news_permission(
         self, scope: str, basis: str, ruleset: Ruleset, actor: Actor, now: datetime
@@ -297,8 +311,16 @@ class Account(Aggregate):
         self._unmarked(reason=reason, actor=actor, timestamp=now)
 
     def impose_sanction(
-        self, sanction_id: UUID, level: str, rule_ids: list[str], evidence_post_ids: list[str],
-        reason: str, duration_days: int | None, ruleset: Ruleset, actor: Actor, now: datetime,
+        self,
+        sanction_id: UUID,
+        level: str,
+        rule_ids: list[str],
+        evidence_post_ids: list[str],
+        reason: str,
+        duration_days: int | None,
+        ruleset: Ruleset,
+        actor: Actor,
+        now: datetime,
     ) -> None:
         self.require_not_closed(now)
         if level not in ruleset.ladder:
@@ -313,9 +335,14 @@ class Account(Aggregate):
             )
         expires = now + timedelta(days=duration_days) if duration_days else None
         self._sanction_imposed(
-            sanction_id=str(sanction_id), level=level, rule_ids=rule_ids,
-            evidence_post_ids=evidence_post_ids, reason=reason, expires_at=expires,
-            actor=actor, timestamp=now,
+            sanction_id=str(sanction_id),
+            level=level,
+            rule_ids=rule_ids,
+            evidence_post_ids=evidence_post_ids,
+            reason=reason,
+            expires_at=expires,
+            actor=actor,
+            timestamp=now,
         )
 
     def lift_sanction(self, sanction_id: UUID, reason: str, actor: Actor, now: datetime) -> None:
@@ -324,7 +351,9 @@ class Account(Aggregate):
             raise errors.SanctionNotActive("the sanction is no longer in force")
         if sanction["level"] == "closed":
             raise errors.AccountClosed("a closure is undone only by an overturning appeal")
-        self._sanction_lifted(sanction_id=str(sanction_id), reason=reason, actor=actor, timestamp=now)
+        self._sanction_lifted(
+            sanction_id=str(sanction_id), reason=reason, actor=actor, timestamp=now
+        )
 
     def appeal_sanction(self, sanction_id: UUID, grounds: str, actor: Actor, now: datetime) -> None:
         sanction = self.sanction(sanction_id)
@@ -332,8 +361,9 @@ class Account(Aggregate):
             raise errors.AppealAlreadyFiled("a sanction may be appealed once")
         if sanction["lifted_at"] is not None:
             raise errors.SanctionNotActive("the sanction was lifted")
-        self._sanction_appealed(sanction_id=str(sanction_id), grounds=grounds, actor=actor,
-                                timestamp=now)
+        self._sanction_appealed(
+            sanction_id=str(sanction_id), grounds=grounds, actor=actor, timestamp=now
+        )
 
     def decide_appeal(
         self, sanction_id: UUID, outcome: str, reason: str, actor: Actor, now: datetime
@@ -341,8 +371,9 @@ class Account(Aggregate):
         appeal = self.sanction(sanction_id)["appeal"]
         if appeal is None or appeal["outcome"] is not None:
             raise errors.NoPendingAppeal("the sanction has no pending appeal")
-        self._appeal_decided(sanction_id=str(sanction_id), outcome=outcome, reason=reason,
-                             actor=actor, timestamp=now)
+        self._appeal_decided(
+            sanction_id=str(sanction_id), outcome=outcome, reason=reason, actor=actor, timestamp=now
+        )
 
     # ----- events ---------------------------------------------------------------------
 
@@ -363,23 +394,41 @@ class Account(Aggregate):
 
     @event("AgreementSigned", topic="Account.AgreementSigned")
     def _agreement_signed(
-        self, agreement_id: str, version: str, sha256: str, baselines: list[str],
-        actor: Actor, timestamp: datetime,
+        self,
+        agreement_id: str,
+        version: str,
+        sha256: str,
+        baselines: list[str],
+        actor: Actor,
+        timestamp: datetime,
     ) -> None:
-        self.agreement = {"id": agreement_id, "version": version, "sha256": sha256,
-                          "baselines": baselines, "signed_at": timestamp}
+        self.agreement = {
+            "id": agreement_id,
+            "version": version,
+            "sha256": sha256,
+            "baselines": baselines,
+            "signed_at": timestamp,
+        }
 
     @event("Reviewed", topic="Account.Reviewed")
     def _reviewed(self, outcome: str, reason: str, actor: Actor, timestamp: datetime) -> None:
-        self.review = {"outcome": outcome, "reason": reason, "reviewer": actor,
-                       "reviewed_at": timestamp}
+        self.review = {
+            "outcome": outcome,
+            "reason": reason,
+            "reviewer": actor,
+            "reviewed_at": timestamp,
+        }
 
     @event("Filed", topic="Account.Filed")
     def _filed(
         self, authority: str, reference: str, category: str, actor: Actor, timestamp: datetime
     ) -> None:
-        self.filing = {"authority": authority, "reference": reference, "category": category,
-                       "filed_at": timestamp}
+        self.filing = {
+            "authority": authority,
+            "reference": reference,
+            "category": category,
+            "filed_at": timestamp,
+        }
 
     @event("NewsPermissionGranted", topic="Account.NewsPermissionGranted")
     def _news_permission_granted(
@@ -403,17 +452,34 @@ class Account(Aggregate):
 
     @event("SanctionImposed", topic="Account.SanctionImposed")
     def _sanction_imposed(
-        self, sanction_id: str, level: str, rule_ids: list[str], evidence_post_ids: list[str],
-        reason: str, expires_at: datetime | None, actor: Actor, timestamp: datetime,
+        self,
+        sanction_id: str,
+        level: str,
+        rule_ids: list[str],
+        evidence_post_ids: list[str],
+        reason: str,
+        expires_at: datetime | None,
+        actor: Actor,
+        timestamp: datetime,
     ) -> None:
         self.sanctions[sanction_id] = Sanction(
-            id=sanction_id, level=level, rule_ids=rule_ids, evidence_post_ids=evidence_post_ids,
-            reason=reason, issuer=actor, imposed_at=timestamp, expires_at=expires_at,
-            lifted_at=None, lift_reason=None, appeal=None,
+            id=sanction_id,
+            level=level,
+            rule_ids=rule_ids,
+            evidence_post_ids=evidence_post_ids,
+            reason=reason,
+            issuer=actor,
+            imposed_at=timestamp,
+            expires_at=expires_at,
+            lifted_at=None,
+            lift_reason=None,
+            appeal=None,
         )
 
     @event("SanctionLifted", topic="Account.SanctionLifted")
-    def _sanction_lifted(self, sanction_id: str, reason: str, actor: Actor, timestamp: datetime) -> None:
+    def _sanction_lifted(
+        self, sanction_id: str, reason: str, actor: Actor, timestamp: datetime
+    ) -> None:
         self.sanctions[sanction_id]["lifted_at"] = timestamp
         self.sanctions[sanction_id]["lift_reason"] = reason
 
@@ -422,8 +488,13 @@ class Account(Aggregate):
         self, sanction_id: str, grounds: str, actor: Actor, timestamp: datetime
     ) -> None:
         self.sanctions[sanction_id]["appeal"] = Appeal(
-            grounds=grounds, filed_by=actor, filed_at=timestamp, outcome=None,
-            decided_by=None, decided_at=None, reason=None,
+            grounds=grounds,
+            filed_by=actor,
+            filed_at=timestamp,
+            outcome=None,
+            decided_by=None,
+            decided_at=None,
+            reason=None,
         )
 
     @event("AppealDecided", topic="Account.AppealDecided")
@@ -432,4 +503,7 @@ class Account(Aggregate):
     ) -> None:
         appeal = self.sanctions[sanction_id]["appeal"]
         assert appeal is not None
-        appeal.update(outcome=outcome, decided_by=actor, decided_at=timestamp, reason=reason)
+        appeal["outcome"] = outcome
+        appeal["decided_by"] = actor
+        appeal["decided_at"] = timestamp
+        appeal["reason"] = reason

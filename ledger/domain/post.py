@@ -7,6 +7,7 @@ from typing import TypedDict
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Snapshot as BaseSnapshot
 
 from ledger import errors
 from ledger.actors import SYSTEM, Actor
@@ -32,7 +33,7 @@ class Post(Aggregate):
     class Created(Event, Aggregate.Created):
         TOPIC = "Post.Created"
 
-    class Snapshot(Aggregate.Snapshot):
+    class Snapshot(BaseSnapshot):
         TOPIC = "Post.Snapshot"
 
     @event("Published", topic="Post.Published")
@@ -82,14 +83,20 @@ class Post(Aggregate):
             for threshold in ruleset.thresholds[metric]:
                 if value >= threshold and f"{metric}:{threshold}" not in self.crossed:
                     self._threshold_crossed(
-                        metric=metric, threshold=threshold, value=value, actor=SYSTEM,
+                        metric=metric,
+                        threshold=threshold,
+                        value=value,
+                        actor=SYSTEM,
                         timestamp=now,
                     )
 
-    def report(self, report_id: UUID, reporter: str, reason: str, actor: Actor, now: datetime) -> None:
+    def report(
+        self, report_id: UUID, reporter: str, reason: str, actor: Actor, now: datetime
+    ) -> None:
         self.require_not_removed()
-        self._reported(report_id=str(report_id), reporter=reporter, reason=reason, actor=actor,
-                       timestamp=now)
+        self._reported(
+            report_id=str(report_id), reporter=reporter, reason=reason, actor=actor, timestamp=now
+        )
 
     def resolve_report(
         self, report_id: UUID, outcome: str, reason: str, actor: Actor, now: datetime
@@ -101,8 +108,12 @@ class Post(Aggregate):
             raise errors.ReportAlreadyResolved("the report is already resolved")
         seconds = (now - report["reported_at"]).total_seconds()
         self._report_resolved(
-            report_id=str(report_id), outcome=outcome, reason=reason,
-            seconds_to_resolve=seconds, actor=actor, timestamp=now,
+            report_id=str(report_id),
+            outcome=outcome,
+            reason=reason,
+            seconds_to_resolve=seconds,
+            actor=actor,
+            timestamp=now,
         )
 
     def remove(self, rule_ids: list[str], reason: str, actor: Actor, now: datetime) -> None:
@@ -125,20 +136,36 @@ class Post(Aggregate):
         self, report_id: str, reporter: str, reason: str, actor: Actor, timestamp: datetime
     ) -> None:
         self.reports[report_id] = Report(
-            reporter=reporter, reason=reason, reported_at=timestamp, outcome=None,
-            handler=None, resolved_at=None, seconds_to_resolve=None,
+            reporter=reporter,
+            reason=reason,
+            reported_at=timestamp,
+            outcome=None,
+            handler=None,
+            resolved_at=None,
+            seconds_to_resolve=None,
         )
 
     @event("ReportResolved", topic="Post.ReportResolved")
     def _report_resolved(
-        self, report_id: str, outcome: str, reason: str, seconds_to_resolve: float,
-        actor: Actor, timestamp: datetime,
+        self,
+        report_id: str,
+        outcome: str,
+        reason: str,
+        seconds_to_resolve: float,
+        actor: Actor,
+        timestamp: datetime,
     ) -> None:
-        self.reports[report_id].update(
-            outcome=outcome, handler=actor, resolved_at=timestamp,
-            seconds_to_resolve=seconds_to_resolve,
-        )
+        report = self.reports[report_id]
+        report["outcome"] = outcome
+        report["handler"] = actor
+        report["resolved_at"] = timestamp
+        report["seconds_to_resolve"] = seconds_to_resolve
 
     @event("Removed", topic="Post.Removed")
     def _removed(self, rule_ids: list[str], reason: str, actor: Actor, timestamp: datetime) -> None:
-        self.removed = {"rule_ids": rule_ids, "reason": reason, "by": actor, "removed_at": timestamp}
+        self.removed = {
+            "rule_ids": rule_ids,
+            "reason": reason,
+            "by": actor,
+            "removed_at": timestamp,
+        }

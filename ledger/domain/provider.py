@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Snapshot as BaseSnapshot
 
 from ledger.actors import Actor
 
@@ -20,12 +21,17 @@ class Provider(Aggregate):
     class Created(Event, Aggregate.Created):
         TOPIC = "Provider.Created"
 
-    class Snapshot(Aggregate.Snapshot):
+    class Snapshot(BaseSnapshot):
         TOPIC = "Provider.Snapshot"
 
     @event("Registered", topic="Provider.Registered")
     def __init__(
-        self, id: UUID, code: str, name: str, licence_ref: str, actor: Actor,
+        self,
+        id: UUID,
+        code: str,
+        name: str,
+        licence_ref: str,
+        actor: Actor,
         timestamp: datetime,
     ) -> None:
         self.code = code
