@@ -210,6 +210,7 @@ class Ledger(Application[UUID]):
                     results[index] = _replay(cmd, mac, prior[key])
                     continue
                 uow.now = self.clock()
+                uow.command_index = index
                 value = cmd.execute(uow)
             new = uow.collect()
             last = new[-1]
@@ -225,12 +226,20 @@ class Ledger(Application[UUID]):
                 )
             )
             spans.append((index, len(uow.events) - 1, value))
+        self._refuse_existing(uow, len(commands))
         if records:
             recordings = self.save(*uow.events, *uow.aggregates, idempotency=records)
             for index, last_event, value in spans:
                 position = recordings[last_event].notification.id
                 results[index] = CommandResult(commands[index].type_name, value, position, False)
         return [r for r in results if r is not None]
+
+    def _refuse_existing(self, uow: UnitOfWork, size: int) -> None:
+        existing = self.store.existing(list(uow.created))
+        if existing:
+            first = min(existing, key=lambda aggregate_id: uow.created[aggregate_id])
+            with _in_batch(uow.created[first], size):
+                raise errors.AlreadyExists("it is already registered", id=str(first))
 
     # ----- reads ----------------------------------------------------------------------
 

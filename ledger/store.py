@@ -121,6 +121,18 @@ class LedgerRecorder(PostgresApplicationRecorder):
             for r in rows
         }
 
+    def existing(self, originator_ids: Sequence[UUID]) -> set[UUID]:
+        """Which of these aggregates have events already."""
+        if not originator_ids:
+            return set()
+        rows = self._rows(
+            SQL("SELECT DISTINCT originator_id FROM {e} WHERE originator_id = ANY(%s)").format(
+                e=self.events_table
+            ),
+            [list(originator_ids)],
+        )
+        return {r["originator_id"] for r in rows}
+
     def select_log(
         self, after: int, limit: int, topics: Sequence[str] = (), originator_id: UUID | None = None
     ) -> list[Notification]:

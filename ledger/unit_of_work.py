@@ -31,6 +31,10 @@ class UnitOfWork:
         self.now = now
         self._loaded: dict[UUID, Aggregate | None] = {}
         self.events: list[DomainEventProtocol[UUID]] = []
+        # Aggregates created here, by the index of the command that created them. That
+        # none exists yet is checked for all of them at once, before saving.
+        self.created: dict[UUID, int] = {}
+        self.command_index = 0
 
     def _load(self, aggregate_id: UUID) -> Aggregate | None:
         if aggregate_id not in self._loaded:
@@ -78,9 +82,10 @@ class UnitOfWork:
         return post
 
     def add(self, aggregate: Aggregate) -> None:
-        if self._load(aggregate.id) is not None:
+        if self._loaded.get(aggregate.id) is not None:
             raise errors.AlreadyExists("it is already registered", id=str(aggregate.id))
         self._loaded[aggregate.id] = aggregate
+        self.created[aggregate.id] = self.command_index
 
     def collect(self) -> list[DomainEventProtocol[UUID]]:
         """Move pending events of every touched aggregate into the unit's event list."""

@@ -123,3 +123,26 @@ def test_a_batch_may_not_repeat_a_key(ledger: Ledger) -> None:
     with pytest.raises(LedgerError) as refused:
         ledger.submit([*batch, batch[0]])
     assert refused.value.code == "INVALID_ARGUMENT"
+
+
+def test_an_existing_aggregate_is_refused_with_its_batch_index(ledger: Ledger) -> None:
+    world = World(ledger)
+    world.account("taken", kind="personal")
+    head = ledger.head()
+    batch = lifecycle(world, "free", "f")
+    taken = c.RegisterAccount(
+        actor=world.ops,
+        idempotency_key="t",
+        provider_id=world.provider,
+        handle="Taken",
+        kind="personal",
+    )
+    for position in (1, len(batch)):
+        with pytest.raises(LedgerError) as refused:
+            ledger.submit([*batch[:position], taken, *batch[position:]])
+        assert refused.value.code == "ALREADY_EXISTS"
+        assert refused.value.batch_index == position
+    with pytest.raises(LedgerError) as refused:
+        ledger.submit([batch[0], *lifecycle(world, "free", "g")[:1]])
+    assert (refused.value.code, refused.value.batch_index) == ("ALREADY_EXISTS", 1)
+    assert ledger.head() == head
