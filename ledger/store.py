@@ -96,8 +96,11 @@ class LedgerRecorder(PostgresApplicationRecorder):
             )
 
     def _rows(self, query: Composed, params: Sequence[Any]) -> list[DictRow]:
+        # Unprepared, so every run is planned for its own parameters: a prepared
+        # statement's cached generic plan, made while a table was small, seq-scans it
+        # for good once it has grown.
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(query, params)
+            curs.execute(query, params, prepare=False)
             return curs.fetchall()
 
     def prior_outcomes(

@@ -68,7 +68,7 @@ def test_erasure_forgets_the_identity(ledger: Ledger) -> None:
     world.run(c.EraseIdentity, account_id=account, reason="holder's request")
     state = ledger.get_account(account)
     assert state.identity is None and state.identity_erased
-    assert state.verified  # the fact of verification stays in the record
+    assert state.verified_at is not None  # the fact of verification stays on record
 
 
 def test_vault_key_from_data_folder_is_stable(data_dir) -> None:  # type: ignore[no-untyped-def]
@@ -77,3 +77,16 @@ def test_vault_key_from_data_folder_is_stable(data_dir) -> None:  # type: ignore
     account = UUID(int=1)
     assert second.open(account, first.seal(account, {"name": "x"})) == {"name": "x"}
     assert oct((data_dir / "cipher.key").stat().st_mode)[-3:] == "600"
+
+
+def test_an_erased_identity_no_longer_counts_as_verified(ledger: Ledger) -> None:
+    world = World(ledger)
+    account = world.account(kind="personal")
+    world.run(c.EraseIdentity, account_id=account, reason="holder's request")
+    with pytest.raises(LedgerError) as refused:
+        world.post(account)
+    assert refused.value.code == "ACCOUNT_NOT_VERIFIED"
+    world.run(
+        c.VerifyIdentity, account_id=account, real_name="Li Lei", id_number="1", method="id_card"
+    )
+    world.post(account)

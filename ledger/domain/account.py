@@ -119,7 +119,8 @@ class Account(Aggregate):
 
     @property
     def verified(self) -> bool:
-        return self.verified_at is not None
+        """A real identity is held: verified, and not erased since."""
+        return self.verified_at is not None and not self.identity_erased
 
     def agreement_current(self, ruleset: Ruleset) -> bool:
         a = self.agreement
@@ -221,6 +222,8 @@ class Account(Aggregate):
         )
 
     def erase_identity(self, reason: str, actor: Actor, now: datetime) -> None:
+        # Allowed on a closed account too: erasure is the holder's right, not a change
+        # to the account's standing.
         if self.identity is None:
             raise errors.InvalidArgument("the account holds no identity to erase")
         self._identity_erased(reason=reason, actor=actor, timestamp=now)
@@ -347,6 +350,8 @@ class Account(Aggregate):
 
     def lift_sanction(self, sanction_id: UUID, reason: str, actor: Actor, now: datetime) -> None:
         sanction = self.sanction(sanction_id)
+        if sanction["level"] != "closed":
+            self.require_not_closed(now)
         if not sanction_in_force(sanction, now):
             raise errors.SanctionNotActive("the sanction is no longer in force")
         if sanction["level"] == "closed":

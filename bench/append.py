@@ -1,0 +1,237 @@
+"""Append throughput of the ledger, against a raw psycopg ceiling measured in the same run.
+
+Measured, on one fresh PostgreSQL schema:
+
+- ledger (a): `Ledger.execute` of one `PublishPost` per transaction;
+- ledger (b): `Ledger.submit` of batches of `--batch` (100) `PublishPost` commands, one
+  transaction per batch.
+
+The commands publish on accounts registered, verified, signed and approved beforehand
+(round-robin over `ACCOUNTS` of them), each with a fresh idempotency key. A `PublishPost`
+looks up its idempotency key, loads its account, checks that the post does not exist yet,
+and appends one `Post.Published` event plus one idempotency row.
+
+The baseline does the same appends with raw psycopg: rows of the mean size of the ledger's
+stored `state` (measured on the events written in the warm-up), into a table of the shape
+of the ledger's events table (same columns, keys, index and storage options), one row or a
+batch of rows per transaction, in the transaction the library runs: `LOCK TABLE ... IN
+EXCLUSIVE MODE`, `NOTIFY`, one multi-row `INSERT ... RETURNING notification_id`, pipelined
+on one connection. The ledger does all of that and more (reads, validation, serialisation,
+the idempotency row, a connection pool), so the baseline is the ceiling of this write
+pattern on this server, and ledger/raw is the share of that ceiling the ledger reaches.
+
+Each measurement runs `--repeats` times, interleaved so that drift on the server (table
+growth, checkpoints) falls on all of them alike; the median rate is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import itertools
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from ledger import Actor, Database, Ledger, Role
+from ledger import commands as c
+from ledger.vault import Vault
+
+REGULATOR = Actor("bench-regulator", Role.REGULATOR)
+ACCOUNTS = 20
+TOPIC = "Post.Published"
+
+
+class Publisher:
+    """A provider with approved accounts, and fresh `PublishPost` commands for them."""
+
+    def __init__(self, ledger: Ledger, accounts: int = ACCOUNTS) -> None:
+        self.ledger = ledger
+        self.serial = itertools.count()
+        provider = self.run(c.RegisterProvider, REGULATOR, code="bench", name="Bench",
+                            licence_ref="L-bench")["provider_id"]
+        self.ops = Actor("bench-ops", Role.PROVIDER, UUID(provider))
+        self.accounts = [self._account() for _ in range(accounts)]
+
+    def run(self, command: type[c.Command], actor: Actor, **args: Any) -> dict[str, Any]:
+        key = f"k{next(self.serial)}"
+        return self.ledger.execute(command(actor=actor, idempotency_key=key, **args)).value
+
+    def _account(self) -> UUID:
+        value = self.run(c.RegisterAccount, self.ops, provider_id=self.ops.provider_id,
+                         handle=f"bench{next(self.serial)}", kind="public", category="enterprise")
+        account = UUID(value["account_id"])
+        agreement = self.ledger.ruleset.agreement
+        self.run(c.VerifyIdentity, self.ops, account_id=account, real_name="Li Lei",
+                 id_number="110101199003070011", method="id_card")
+        self.run(c.SignAgreement, self.ops, account_id=account, agreement_id=agreement.id,
+                 version=agreement.version, text_sha256=agreement.sha256,
+                 baselines=agreement.baselines)
+        self.run(c.ReviewAccount, self.ops, account_id=account, outcome="approved", reason="ok")
+        return account
+
+    def commands(self, n: int) -> list[c.Command]:
+        out: list[c.Command] = []
+        for _ in range(n):
+            i = next(self.serial)
+            ref = f"post-{i}"
+            out.append(c.PublishPost(
+                actor=self.ops, idempotency_key=f"k{i}",
+                account_id=self.accounts[i % len(self.accounts)], ref=ref, origin="original",
+                category="other", content_sha256=hashlib.sha256(ref.encode()).hexdigest(),
+            ))
+        return out
+
+
+class RawTable:
+    """A table of the shape of the ledger's events table, appended to as the library does."""
+
+    def __init__(self, db: Database, schema: str, payload: int) -> None:
+        self.payload = payload
+        self.conn = db.connect(autocommit=True)
+        table = sql.Identifier(schema, "raw_events")
+        self.conn.execute(sql.SQL(
+            "CREATE TABLE {t} (originator_id uuid NOT NULL, originator_version bigint NOT NULL,"
+            " topic text, state bytea, notification_id bigserial,"
+            " PRIMARY KEY (originator_id, originator_version))"
+            " WITH (autovacuum_enabled = true, autovacuum_vacuum_threshold = 100000000,"
+            " autovacuum_vacuum_scale_factor = 0.5, autovacuum_analyze_threshold = 1000,"
+            " autovacuum_analyze_scale_factor = 0.01)").format(t=table))
+        self.conn.execute(sql.SQL(
+            "CREATE UNIQUE INDEX raw_events_notification_id ON {t} (notification_id)"
+        ).format(t=table))
+        self.lock = sql.SQL("LOCK TABLE {t} IN EXCLUSIVE MODE").format(t=table)
+        self.notify = sql.SQL("NOTIFY {c}").format(c=sql.Identifier(f"{schema}_raw_events"))
+        self.insert = sql.SQL(
+            "INSERT INTO {t} (originator_id, originator_version, topic, state)"
+            " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
+            " RETURNING notification_id").format(t=table)
+
+    def rows(self, n: int) -> list[tuple[UUID, int, str, bytes]]:
+        return [(uuid.uuid4(), 1, TOPIC, os.urandom(self.payload)) for _ in range(n)]
+
+    def append(self, rows: Sequence[tuple[UUID, int, str, bytes]]) -> None:
+        with self.conn.pipeline() as pipeline, self.conn.transaction():
+            self.conn.execute(self.lock, prepare=True)
+            self.conn.execute(self.notify, prepare=True)
+            cursor = self.conn.execute(self.insert, [list(col) for col in zip(*rows, strict=True)],
+                                       prepare=True)
+            pipeline.sync()
+            assert len(cursor.fetchall()) == len(rows)
+
+
+def timed(append: Callable[[Any], object], items: Sequence[Any], batch: int
+          ) -> tuple[float, list[float]]:
+    """Append items `batch` at a time: (total seconds, seconds per call)."""
+    latencies: list[float] = []
+    start = time.perf_counter()
+    for i in range(0, len(items), batch):
+        t = time.perf_counter()
+        append(items[i:i + batch])
+        latencies.append(time.perf_counter() - t)
+    return time.perf_counter() - start, latencies
+
+
+def mean_state_size(db: Database, ledger: Ledger, after: int) -> tuple[float, int]:
+    with db.connect() as conn:
+        row = conn.execute(sql.SQL(
+            "SELECT avg(octet_length(state))::float8, count(*) FROM {e}"
+            " WHERE notification_id > %s AND topic = %s").format(e=ledger.store.events_table),
+            [after, TOPIC]).fetchone()
+    assert row is not None and row[1] > 0
+    return row[0], row[1]
+
+
+def benchmark(args: argparse.Namespace, db: Database, schema: str) -> None:
+    with contextlib.ExitStack() as cleanup:
+        ledger = Ledger(db.eventsourcing_env(schema), vault=Vault(os.urandom(32)))
+        cleanup.callback(ledger.close)
+        publisher = Publisher(ledger)
+
+        def single(commands: list[c.Command]) -> object:
+            return ledger.execute(commands[0])
+
+        n, batch = args.commands, args.batch
+        # Warm-up: connections, prepared statements, caches; and the payload size.
+        start = ledger.head()
+        timed(single, publisher.commands(batch), 1)
+        timed(ledger.submit, publisher.commands(batch), batch)
+        payload, _ = mean_state_size(db, ledger, start)
+        raw = RawTable(db, schema, round(payload))
+        cleanup.callback(raw.conn.close)
+        timed(raw.append, raw.rows(batch), 1)
+        timed(raw.append, raw.rows(batch), batch)
+
+        start = ledger.head()
+        rates: dict[str, list[float]] = {k: [] for k in ("la", "ra", "lb", "rb")}
+        lat: dict[str, list[float]] = {"la": [], "ra": []}
+        for _ in range(args.repeats):
+            for key, append, items, per_tx in (
+                ("la", single, publisher.commands(n), 1),
+                ("ra", raw.append, raw.rows(n), 1),
+                ("lb", ledger.submit, publisher.commands(n), batch),
+                ("rb", raw.append, raw.rows(n), batch),
+            ):
+                seconds, latencies = timed(append, items, per_tx)
+                rates[key].append(n / seconds)
+                if key in lat:
+                    lat[key].extend(latencies)
+        state_size, events = mean_state_size(db, ledger, start)
+
+    params = conninfo_to_dict(db.conninfo)
+    server = "embedded" if db.embedded else f"{params.get('host')}:{params.get('port')}"
+    print(f"PublishPost append benchmark - PostgreSQL {server}, schema {schema}")
+    print(f"{args.repeats} repeats x {n} commands each; {ACCOUNTS} accounts; raw payload "
+          f"{round(payload)} B (ledger state: {state_size:.0f} B mean over {events} events)\n")
+
+    def cell(key: str) -> str:
+        return f"{statistics.median(rates[key]):.0f} ({min(rates[key]):.0f}-{max(rates[key]):.0f})"
+
+    print(f"{'median (min-max)':<24}{'ledger cmd/s':>18}{'raw rows/s':>22}{'ledger/raw':>12}")
+    for label, a, b in (("(a) 1 per transaction", "la", "ra"),
+                        (f"(b) {batch} per transaction", "lb", "rb")):
+        ratio = statistics.median(rates[a]) / statistics.median(rates[b])
+        print(f"{label:<24}{cell(a):>18}{cell(b):>22}{ratio:>12.2f}")
+    print(f"\n{'(a) latency':<24}{'p50 ms':>18}{'p99 ms':>22}")
+    for label, key in (("ledger execute", "la"), ("raw transaction", "ra")):
+        q = statistics.quantiles(lat[key] * 2, n=100, method="inclusive")  # * 2: n may be 1
+        print(f"{label:<24}{q[49] * 1000:>18.2f}{q[98] * 1000:>22.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.append", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--commands", type=int, default=2000,
+                        help="commands per repeat and measurement (default 2000)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats (default 5)")
+    parser.add_argument("--batch", type=int, default=100,
+                        help="commands per transaction in (b) (default 100)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 200 commands x 2")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.commands, args.repeats = 200, 2
+    if min(args.commands, args.repeats, args.batch) < 1:
+        parser.error("--commands, --repeats and --batch must be at least 1")
+
+    url = os.environ.get("LEDGER_DATABASE_URL") or None
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp, Database(url, Path(tmp)) as db:
+        db.create_schema(schema)
+        try:
+            benchmark(args, db, schema)
+        finally:
+            db.drop_schema(schema)
+
+
+if __name__ == "__main__":
+    main()
