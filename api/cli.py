@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NoReturn
 
+import psycopg
+
 from ledger import Database, Ledger, LedgerError
-from ledger.database import DatabaseError
+from ledger.database import DatabaseError, one_line
 from ledger.ruleset import RulesetError
 from ledger.views import account_view
 
@@ -27,13 +31,30 @@ class _Parser(argparse.ArgumentParser):
 
 
 @contextmanager
-def open_ledger(**kwargs: Any) -> Iterator[Ledger]:
+def open_database_and_ledger(**kwargs: Any) -> Iterator[tuple[Database, Ledger]]:
     with Database() as database:
         ledger = Ledger.open(database, **kwargs)
         try:
-            yield ledger
+            yield database, ledger
         finally:
             ledger.close()
+
+
+@contextmanager
+def open_ledger(**kwargs: Any) -> Iterator[Ledger]:
+    with open_database_and_ledger(**kwargs) as (_, ledger):
+        yield ledger
+
+
+def progress_bar(done: int, total: int, what: str) -> None:
+    width = 40
+    filled = width * done // max(total, 1)
+    print(
+        f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what}",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -47,14 +68,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         started = time.monotonic()
 
         def progress(done: int, total: int) -> None:
-            width = 40
-            filled = width * done // max(total, 1)
-            print(
-                f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} accounts",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+            progress_bar(done, total, "accounts")
 
         commands = run_demo(ledger.submit, ledger.ruleset, args.accounts, progress)
         elapsed = time.monotonic() - started
@@ -117,6 +131,78 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_project(args: argparse.Namespace) -> int:
+    from projections.runner import Projector, run_until_stopped
+
+    logging.getLogger("ledger").setLevel(logging.INFO)
+    stop = threading.Event()
+
+    def stop_on_signal(signum: int, frame: object) -> None:
+        log.info("projector: %s received; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    signal.signal(signal.SIGINT, stop_on_signal)
+    with open_database_and_ledger() as (database, ledger):
+        run_until_stopped(Projector(ledger, database), stop)
+    log.info("projector: stopped")
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from projections.rebuild import rebuild, verify
+    from projections.registry import resolve
+
+    chosen = resolve(args.names)
+    with open_database_and_ledger() as (database, ledger):
+
+        def progress(position: int, head: int) -> None:
+            progress_bar(position, head, "events")
+
+        started = time.monotonic()
+        if args.verify:
+            differences = verify(ledger, database, chosen, progress=progress)
+            print(file=sys.stderr)
+            for d in differences:
+                print(f"{d.table}: {d.count} rows differ")
+                for row in d.only_live:
+                    print(f"  only live:    {row}")
+                for row in d.only_rebuilt:
+                    print(f"  only rebuilt: {row}")
+            names = ", ".join(p.name for p in chosen)
+            if differences:
+                print(f"verify: {names}: the live tables differ from a fresh rebuild")
+                return 1
+            print(f"verify: {names}: identical to a fresh rebuild")
+            return 0
+        events = rebuild(ledger, database, chosen, progress=progress)
+        elapsed = time.monotonic() - started
+        print(file=sys.stderr)
+        print(
+            f"rebuilt {', '.join(p.name for p in chosen)}: {events} events in {elapsed:.1f} s"
+            f" ({events / max(elapsed, 1e-9):.0f} events/s)"
+        )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from projections.positions import status
+
+    with open_database_and_ledger() as (database, ledger), database.connect() as conn:
+        schema = ledger.store.datastore.schema or "public"
+        try:
+            rows = status(conn, schema, ledger.store.events_table)
+        except psycopg.errors.UndefinedTable:
+            print("no projections yet: run `ledger project` or `ledger rebuild`")
+            return 1
+        head = ledger.head()
+        print(f"log head: {head}")
+        print(f"  {'projection':<16} {'position':>10} {'lag events':>11} {'lag s':>9}")
+        for r in rows:
+            print(f"  {r.name:<16} {r.position:>10} {r.lag_events:>11} {r.lag_seconds:>9.1f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ledger", description="The compliance ledger.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -141,6 +227,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary = sub.add_parser("summary", help="count the log's events by type")
     summary.set_defaults(run=cmd_summary)
+
+    project = sub.add_parser("project", help="keep every projection live until stopped")
+    project.set_defaults(run=cmd_project)
+
+    rebuild = sub.add_parser("rebuild", help="rebuild projections from position zero")
+    rebuild.add_argument("names", nargs="*", metavar="NAME", help="projections (default: all)")
+    rebuild.add_argument(
+        "--verify", action="store_true", help="rebuild into a scratch schema and compare"
+    )
+    rebuild.set_defaults(run=cmd_rebuild)
+
+    status = sub.add_parser("status", help="each projection's position and lag")
+    status.set_defaults(run=cmd_status)
     return parser
 
 
@@ -173,6 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LedgerError as e:
         print(f"ledger: {e.code}: {e.message}", file=sys.stderr)
     except (DatabaseError, RulesetError, ValueError) as e:
+        print(f"ledger: {e}", file=sys.stderr)
+    except psycopg.Error as e:
+        print(f"ledger: database error: {one_line(e)}", file=sys.stderr)
+    except OSError as e:
         print(f"ledger: {e}", file=sys.stderr)
     except KeyboardInterrupt:
         print("ledger: interrupted", file=sys.stderr)

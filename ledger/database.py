@@ -134,3 +134,9 @@ class Database:
             # the notification log gap-free for live subscribers.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         }
+
+
+def one_line(exc: BaseException) -> str:
+    """A database error as one line for a log or a terminal (psycopg's span several)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

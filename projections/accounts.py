@@ -1,0 +1,275 @@
+"""accounts: one row per account with its current state.
+
+Status depends on time (a suspension lapses at its expiry with no event), so the row
+keeps, per status-changing level, the latest expiry of the sanctions in force
+(`infinity` when indefinite) and `status_sql` turns them into a status at read time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from ledger.log import LoggedEvent
+from ledger.ruleset import Ruleset
+from projections.base import Projection, Statement
+
+DDL = (
+    """CREATE TABLE IF NOT EXISTS accounts (
+        account_id uuid PRIMARY KEY,
+        provider_id uuid NOT NULL,
+        handle text NOT NULL,
+        kind text NOT NULL,
+        category text,
+        legacy boolean NOT NULL,
+        registered_at timestamptz NOT NULL,
+        verified boolean NOT NULL DEFAULT false,
+        verified_at timestamptz,
+        verification_method text,
+        identity_erased_at timestamptz,
+        agreement_id text,
+        agreement_version text,
+        agreement_signed_at timestamptz,
+        review_outcome text,
+        reviewed_at timestamptz,
+        filing_reference text,
+        filing_authority text,
+        filed_at timestamptz,
+        default_scopes text[] NOT NULL,
+        news_grants text[] NOT NULL DEFAULT '{}',
+        news_scopes text[] NOT NULL,
+        marked boolean NOT NULL DEFAULT false,
+        active_sanctions jsonb NOT NULL DEFAULT '[]',
+        closed_until timestamptz,
+        suspended_until timestamptz,
+        restricted_until timestamptz,
+        sanctions_by_level jsonb NOT NULL DEFAULT '{}',
+        post_count int NOT NULL DEFAULT 0,
+        position bigint NOT NULL,
+        last_position bigint NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS accounts_provider ON accounts (provider_id, position)",
+    "CREATE INDEX IF NOT EXISTS accounts_category ON accounts (category, position)",
+    "CREATE INDEX IF NOT EXISTS accounts_kind ON accounts (kind, position)",
+    "CREATE INDEX IF NOT EXISTS accounts_position ON accounts (position)",
+    "CREATE INDEX IF NOT EXISTS accounts_marked ON accounts (position) WHERE marked",
+    "CREATE INDEX IF NOT EXISTS accounts_unverified ON accounts (position) WHERE NOT verified",
+    "CREATE INDEX IF NOT EXISTS accounts_closed ON accounts (closed_until)"
+    " WHERE closed_until IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS accounts_suspended ON accounts (suspended_until)"
+    " WHERE suspended_until IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS accounts_restricted ON accounts (restricted_until)"
+    " WHERE restricted_until IS NOT NULL",
+)
+
+STATUSES = ("active", "publishing_restricted", "updates_suspended", "closed")
+
+
+def status_sql(now_param: str = "%(now)s") -> str:
+    """SQL for an account row's status at the moment bound to `now_param`."""
+    return (
+        f"CASE WHEN closed_until > {now_param} THEN 'closed'"
+        f" WHEN suspended_until > {now_param} THEN 'updates_suspended'"
+        f" WHEN restricted_until > {now_param} THEN 'publishing_restricted'"
+        " ELSE 'active' END"
+    )
+
+
+def status_filter_sql(status: str, now_param: str = "%(now)s") -> str:
+    """A WHERE clause for one status that the partial indexes serve."""
+    closed = f"closed_until > {now_param}"
+    suspended = f"suspended_until > {now_param}"
+    restricted = f"restricted_until > {now_param}"
+    return {
+        "closed": closed,
+        "updates_suspended": f"{suspended} AND NOT coalesce({closed}, false)",
+        "publishing_restricted": f"{restricted} AND NOT coalesce({closed}, false)"
+        f" AND NOT coalesce({suspended}, false)",
+        "active": f"NOT coalesce({closed}, false) AND NOT coalesce({suspended}, false)"
+        f" AND NOT coalesce({restricted}, false)",
+    }[status]
+
+
+def _touch(e: LoggedEvent, sets: str = "", params: tuple[object, ...] = ()) -> Statement:
+    prefix = f"{sets}, " if sets else ""
+    return (
+        f"UPDATE accounts SET {prefix}last_position = %s WHERE account_id = %s",
+        (*params, e.position, e.originator_id),
+    )
+
+
+def registered(e: LoggedEvent, ruleset: Ruleset) -> Iterable[Statement]:
+    p = e.payload
+    scopes = sorted(ruleset.default_scopes(p["category"])) if p["kind"] == "public" else []
+    yield (
+        "INSERT INTO accounts (account_id, provider_id, handle, kind, category, legacy,"
+        " registered_at, default_scopes, news_scopes, position, last_position)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            e.originator_id,
+            p["provider_id"],
+            p["handle"],
+            p["kind"],
+            p["category"],
+            p["legacy"],
+            e.timestamp,
+            scopes,
+            scopes,
+            e.position,
+            e.position,
+        ),
+    )
+
+
+def verified(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    yield _touch(
+        e,
+        "verified = true, verified_at = %s, verification_method = %s, identity_erased_at = NULL",
+        (e.timestamp, e.payload["method"]),
+    )
+
+
+def erased(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    yield _touch(e, "verified = false, identity_erased_at = %s", (e.timestamp,))
+
+
+def signed(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    p = e.payload
+    yield _touch(
+        e,
+        "agreement_id = %s, agreement_version = %s, agreement_signed_at = %s",
+        (p["agreement_id"], p["version"], e.timestamp),
+    )
+
+
+def reviewed(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    yield _touch(e, "review_outcome = %s, reviewed_at = %s", (e.payload["outcome"], e.timestamp))
+
+
+def filed(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    p = e.payload
+    yield _touch(
+        e,
+        "filing_reference = %s, filing_authority = %s, filed_at = %s",
+        (p["reference"], p["authority"], e.timestamp),
+    )
+
+
+_SCOPES = (
+    "news_scopes = ARRAY(SELECT DISTINCT s FROM unnest(default_scopes || news_grants) s ORDER BY s)"
+)
+
+
+def granted(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    yield _touch(e, "news_grants = array_append(news_grants, %s)", (e.payload["scope"],))
+    yield _touch(e, _SCOPES)
+
+
+def revoked(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    yield _touch(e, "news_grants = array_remove(news_grants, %s)", (e.payload["scope"],))
+    yield _touch(e, _SCOPES)
+
+
+def marked(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    yield _touch(e, "marked = true")
+
+
+def unmarked(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    yield _touch(e, "marked = false")
+
+
+def _until(level: str) -> str:
+    return (
+        "(SELECT max(coalesce((x->>'expires_at')::timestamptz, 'infinity'))"
+        f" FROM jsonb_array_elements(active_sanctions) x WHERE x->>'level' = '{level}')"
+    )
+
+
+_REFRESH_STATUS = (
+    f"closed_until = {_until('closed')}, suspended_until = {_until('updates_suspended')},"
+    f" restricted_until = {_until('publishing_restricted')}"
+)
+
+
+def imposed(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    p = e.payload
+    entry = {"sanction_id": p["sanction_id"], "level": p["level"], "expires_at": p["expires_at"]}
+    yield _touch(
+        e,
+        "active_sanctions = active_sanctions || jsonb_build_array(%s::jsonb),"
+        " sanctions_by_level = sanctions_by_level"
+        " || jsonb_build_object(%s::text, coalesce((sanctions_by_level->>%s)::int, 0) + 1)",
+        (json.dumps(entry), p["level"], p["level"]),
+    )
+    yield _touch(e, _REFRESH_STATUS)
+
+
+def _withdraw(e: LoggedEvent) -> Iterable[Statement]:
+    yield _touch(
+        e,
+        "active_sanctions = (SELECT coalesce(jsonb_agg(x ORDER BY n), '[]')"
+        " FROM jsonb_array_elements(active_sanctions) WITH ORDINALITY AS t(x, n)"
+        " WHERE x->>'sanction_id' <> %s)",
+        (e.payload["sanction_id"],),
+    )
+    yield _touch(e, _REFRESH_STATUS)
+
+
+def lifted(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    yield from _withdraw(e)
+
+
+def appeal_decided(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    if e.payload["outcome"] == "overturned":
+        yield from _withdraw(e)
+    else:
+        yield _touch(e)
+
+
+def touched(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    yield _touch(e)
+
+
+def post_published(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    yield (
+        "UPDATE accounts SET post_count = post_count + 1, last_position = %s WHERE account_id = %s",
+        (e.position, e.payload["account_id"]),
+    )
+
+
+def post_touched(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    yield (
+        "UPDATE accounts SET last_position = %s"
+        " WHERE account_id = (SELECT account_id FROM posts WHERE post_id = %s)",
+        (e.position, e.originator_id),
+    )
+
+
+ACCOUNTS = Projection(
+    name="accounts",
+    version=1,
+    tables=("accounts",),
+    ddl=DDL,
+    depends_on=("posts",),
+    handlers={
+        "Account.Registered": registered,
+        "Account.IdentityVerified": verified,
+        "Account.IdentityErased": erased,
+        "Account.AgreementSigned": signed,
+        "Account.Reviewed": reviewed,
+        "Account.Filed": filed,
+        "Account.NewsPermissionGranted": granted,
+        "Account.NewsPermissionRevoked": revoked,
+        "Account.Marked": marked,
+        "Account.Unmarked": unmarked,
+        "Account.SanctionImposed": imposed,
+        "Account.SanctionLifted": lifted,
+        "Account.SanctionAppealed": touched,
+        "Account.AppealDecided": appeal_decided,
+        "Post.Published": post_published,
+        "Post.ReachRecorded": post_touched,
+        "Post.ThresholdCrossed": post_touched,
+        "Post.Reported": post_touched,
+        "Post.ReportResolved": post_touched,
+        "Post.Removed": post_touched,
+    },
+)
