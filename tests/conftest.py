@@ -9,10 +9,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.rows import DictRow, dict_row
 
 from ledger import Actor, Database, Ledger, Role
 from ledger.vault import Vault
+from projections.runner import Projector
 
 TEST_KEY = b"0123456789abcdef0123456789abcdef"
 
@@ -87,3 +91,20 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 REGULATOR = Actor("inspector", Role.REGULATOR)
 AUDITOR = Actor("auditor", Role.AUDITOR)
+
+
+@pytest.fixture
+def projector(ledger: Ledger, database: Database, schema: str) -> Iterator[Projector]:
+    """A projector keeping the read tables in the test's schema (call `catch_up()`)."""
+    p = Projector(ledger, database, schema)
+    p.setup()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def reader(database: Database, schema: str) -> Iterator[psycopg.Connection[DictRow]]:
+    """An autocommit connection to the test's schema, rows as dicts."""
+    with database.connect(autocommit=True, row_factory=dict_row) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        yield conn
