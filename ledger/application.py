@@ -20,6 +20,7 @@ from eventsourcing.persistence import (
     PersistenceError,
     Transcoding,
 )
+from eventsourcing.utils import Environment, EnvType
 
 from ledger import commands as c
 from ledger import errors
@@ -132,6 +133,15 @@ class Ledger(Application[UUID]):
             ruleset=kwargs.pop("ruleset", None) or load_ruleset(os.environ.get("LEDGER_RULESET")),
             **kwargs,
         )
+
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        # The library would also read os.environ, where its keys prefixed with the
+        # application's name are ours: LEDGER_CIPHER_KEY (the vault's key) would turn on
+        # the library's own cipher. Configuration comes only from `env`.
+        settings = dict(type(self).env)
+        settings["IS_SNAPSHOTTING_ENABLED"] = "y"
+        settings.update(env or {})
+        return Environment(name, settings)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

@@ -65,6 +65,16 @@ class LedgerRecorder(PostgresApplicationRecorder):
         )
         self.idempotency_constraint = f"{prefix}_idempotency_pkey"
 
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        # Processes starting at once would race on the catalog ("tuple concurrently
+        # updated"): one creates the tables while the others wait.
+        curs.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))",
+            [f"{self.datastore.schema}.{self.events_table_name}"],
+            prepare=False,
+        )
+        super()._create_table(curs)
+
     def _insert_events(
         self,
         curs: Cursor[DictRow],

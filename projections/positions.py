@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from psycopg import Connection, sql
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 DDL = """CREATE TABLE IF NOT EXISTS projection_positions (
     name text PRIMARY KEY,
@@ -29,10 +29,10 @@ class ProjectionStatus:
 
 
 def read_positions(conn: Connection[object], schema: str) -> dict[str, int]:
-    rows = conn.execute(
-        sql.SQL("SELECT name, position FROM {}.projection_positions").format(sql.Identifier(schema))
-    ).fetchall()
-    return {str(name): int(pos) for name, pos in rows}  # type: ignore[misc]
+    query = sql.SQL("SELECT name, position FROM {}.projection_positions")
+    cur = conn.cursor(row_factory=tuple_row)
+    rows = cur.execute(query.format(sql.Identifier(schema))).fetchall()
+    return {str(name): int(pos) for name, pos in rows}
 
 
 def status(

@@ -232,7 +232,9 @@ class Projector:
         backoff = 0.1
         while not stop.is_set():
             try:
-                with self.database.connect(autocommit=True) as listener:
+                with self.database.connect(
+                    autocommit=True, application_name="ledger-projector-listen"
+                ) as listener:
                     listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self.setup()
                     self.catch_up(stop=stop)

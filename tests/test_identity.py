@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from uuid import UUID
 
 import pytest
+from psycopg import sql
 
 from ledger import Database, Ledger, LedgerError
 from ledger import commands as c
@@ -90,3 +92,17 @@ def test_an_erased_identity_no_longer_counts_as_verified(ledger: Ledger) -> None
         c.VerifyIdentity, account_id=account, real_name="Li Lei", id_number="1", method="id_card"
     )
     world.post(account)
+
+
+def test_the_vault_key_in_the_environment_does_not_reconfigure_the_event_store(
+    make_ledger, monkeypatch: pytest.MonkeyPatch, database, schema: str
+) -> None:  # type: ignore[no-untyped-def]
+    # eventsourcing reads <APP NAME>_CIPHER_KEY from the environment; ours must not reach it.
+    monkeypatch.setenv("LEDGER_CIPHER_KEY", base64.b64encode(b"k" * 32).decode())
+    ledger = make_ledger()
+    World(ledger)
+    with database.connect() as conn:
+        state = conn.execute(
+            sql.SQL("SELECT state FROM {}.ledger_events LIMIT 1").format(sql.Identifier(schema))
+        ).fetchone()[0]
+    assert bytes(state).startswith(b"{")  # plain JSON, not the library's ciphertext
