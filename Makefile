@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Start the embedded database, load the demo data once, print a summary.
+## Start the embedded database, load the demo data once, print a summary, then keep
+## the read tables live (Ctrl-C stops).
 run: install
 	$(BIN)/ledger demo --accounts $(ACCOUNTS)
 	$(BIN)/ledger summary
+	$(BIN)/ledger project
 
 ## The whole suite against real PostgreSQL (LEDGER_DATABASE_URL, else an embedded server).
 test: install
@@ -30,6 +32,7 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench.append
+	$(BIN)/python -m bench.projections
 
 clean:
 	rm -rf $(VENV) .ledger
