@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NoReturn
+from uuid import UUID
 
 import psycopg
 
+from api.auth import create_token, revoke_token
 from ledger import Database, Ledger, LedgerError
 from ledger.database import DatabaseError, one_line
 from ledger.ruleset import RulesetError
@@ -203,6 +205,43 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from api.serve import serve
+
+    if args.demo_token:
+        with open_database_and_ledger() as (database, ledger), database.connect() as conn:
+            _, token = create_token(conn, _schema(ledger), "regulator", None, "make-run")
+        url = f"http://{args.host}:{args.port}/graphql"
+        print(f"""
+The ledger's GraphQL API: {url}  (GraphiQL in a browser when LEDGER_GRAPHIQL=1)
+A regulator token (shown once):  {token}
+Try:
+  curl -s {url} -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
+    -d '{{"query": "{{ providers {{ code accounts shareVerified openReports }} }}"}}'
+""")
+    serve(args.host, args.port, args.workers, with_projector=not args.no_projector)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    with open_database_and_ledger() as (database, ledger), database.connect() as conn:
+        if args.action == "create":
+            provider = UUID(args.provider) if args.provider else None
+            token_id, token = create_token(conn, _schema(ledger), args.role, provider, args.name)
+            print(f"token {token_id} ({args.role}): {token}")
+            print("it is shown once; only its hash is kept", file=sys.stderr)
+            return 0
+        if revoke_token(conn, _schema(ledger), args.token):
+            print("revoked")
+            return 0
+        print("ledger: no such live token", file=sys.stderr)
+        return 1
+
+
+def _schema(ledger: Ledger) -> str:
+    return ledger.store.datastore.schema or "public"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ledger", description="The compliance ledger.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -240,6 +279,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="each projection's position and lag")
     status.set_defaults(run=cmd_status)
+
+    serve = sub.add_parser("serve", help="serve the GraphQL API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_positive, default=8000)
+    serve.add_argument("--workers", type=_positive, default=1)
+    serve.add_argument("--no-projector", action="store_true", help="run `ledger project` apart")
+    serve.add_argument("--demo-token", action="store_true", help="print a new regulator token")
+    serve.set_defaults(run=cmd_serve)
+
+    token = sub.add_parser("token", help="create or revoke API tokens")
+    actions = token.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    create = actions.add_parser("create", help="print a new token (once)")
+    create.add_argument("--role", required=True, choices=["regulator", "auditor", "provider"])
+    create.add_argument("--provider", help="the provider id, for role provider")
+    create.add_argument("--name", default="unnamed")
+    revoke = actions.add_parser("revoke", help="revoke a token (the token or its id)")
+    revoke.add_argument("token")
+    token.set_defaults(run=cmd_token)
     return parser
 
 

@@ -1,0 +1,186 @@
+"""The Starlette application: GraphQL at /graphql (HTTP and graphql-transport-ws),
+/healthz and /readyz."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+
+from api import auth
+from api.graphql.context import Context
+from api.graphql.schema import build_schema
+from api.live import Broadcaster
+from api.state import ApiState, make_pool, prepare_tables
+from ledger.application import Ledger
+from ledger.database import Database
+from projections.positions import read_positions
+
+log = logging.getLogger("ledger.api")
+MAX_BODY_BYTES = 1 << 20
+
+
+async def authenticate(state: ApiState, token: str | None) -> auth.Principal | None:
+    if not token:
+        return None
+    async with state.pool.connection() as conn:
+        return await auth.principal_for(conn, token)
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """Authenticate at connection_init: a missing or bad token closes with 4401."""
+
+    async def handle_connection_init(self, message: Any) -> None:
+        payload = message.get("payload") or {}
+        token = None
+        if isinstance(payload, dict):
+            token = auth.bearer(str(payload.get("authorization") or "")) or payload.get("token")
+        token = token or auth.bearer(self.websocket.headers.get("authorization"))
+        principal = await authenticate(
+            self.context.state, token if isinstance(token, str) else None
+        )
+        if principal is None:
+            await self.websocket.close(
+                code=4401, reason="UNAUTHENTICATED: a valid token is required"
+            )
+            return
+        self.context.principal = principal
+        await super().handle_connection_init(message)
+
+
+class LedgerGraphQL(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = TransportWSHandler
+
+    def __init__(self, state: ApiState, graphiql: bool) -> None:
+        super().__init__(
+            build_schema(),
+            graphql_ide="graphiql" if graphiql else None,
+            allow_queries_via_get=False,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        )
+        self.state = state
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        context = Context(state=self.state, request=request, response=response)
+        if isinstance(request, Request):
+            token = auth.bearer(request.headers.get("authorization"))
+            context.principal = await authenticate(self.state, token)
+        return context
+
+
+class BodyLimit:
+    """Refuse bodies over the limit with 413 before reading them."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.limit):
+                response = JSONResponse(
+                    {
+                        "errors": [
+                            {
+                                "message": "request body too large",
+                                "extensions": {"code": "PAYLOAD_TOO_LARGE"},
+                            }
+                        ]
+                    },
+                    status_code=413,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def unexpected(request: Request, exc: Exception) -> Response:
+    request_id = uuid.uuid4().hex[:16]
+    log.error("request %s: unexpected error", request_id, exc_info=exc)
+    error = {
+        "message": f"internal error (request id {request_id})",
+        "extensions": {"code": "INTERNAL"},
+    }
+    return JSONResponse({"errors": [error]}, status_code=500)
+
+
+def create_app(database: Database, ledger: Ledger, schema: str | None = None) -> Starlette:
+    schema = schema or ledger.store.datastore.schema or "public"
+    prepare_tables(database, schema)
+    pool_size = int(os.environ.get("LEDGER_POOL_SIZE", "5")) * 2
+    state = ApiState(
+        database=database,
+        ledger=ledger,
+        schema=schema,
+        pool=make_pool(database, schema, pool_size),
+        executor=ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="ledger-store"),
+        max_lag_events=int(os.environ.get("LEDGER_READY_MAX_LAG", "10000")),
+    )
+    graphql = LedgerGraphQL(state, graphiql=os.environ.get("LEDGER_GRAPHIQL", "0") == "1")
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            head = await state.blocking(ledger.head)
+            positions = await state.blocking(_positions, database, schema)
+        except Exception as exc:  # any failure means not ready; say which
+            log.warning("readyz: %s", type(exc).__name__)
+            return JSONResponse({"status": "unavailable", "database": False}, status_code=503)
+        lag = {name: head - p for name, p in positions.items()}
+        ready = bool(positions) and max(lag.values()) <= state.max_lag_events
+        return JSONResponse(
+            {"status": "ready" if ready else "lagging", "database": True, "head": head, "lag": lag},
+            status_code=200 if ready else 503,
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await state.pool.open()
+        broadcaster = Broadcaster(state)
+        state.extras["broadcaster"] = broadcaster
+        broadcaster.start()
+        try:
+            yield
+        finally:
+            await broadcaster.stop()
+            await state.pool.close()
+            state.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+        ],
+        middleware=[Middleware(BodyLimit)],
+        exception_handlers={Exception: unexpected},
+        lifespan=lifespan,
+    )
+    app.state.ledger_state = state
+    return app
+
+
+def _positions(database: Database, schema: str) -> dict[str, int]:
+    with database.connect(autocommit=True) as conn:
+        return read_positions(conn, schema)

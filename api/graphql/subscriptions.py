@@ -1,0 +1,133 @@
+"""Subscriptions: replay what committed after the cursor, then continue live, in log
+order, each item carrying its position as the cursor to resume from. The handover
+deduplicates by position, so a client resuming from its last cursor gets every event
+exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable
+
+import strawberry
+from strawberry.types import Info
+
+from api.graphql.context import Context
+from api.graphql.errors import ApiError, bad_input
+from api.graphql.queries import log_event, owners
+from api.graphql.reads import parse_id, rows
+from api.graphql.types import LogEvent
+from api.live import PAGE, SlowSubscriber
+from ledger.domain import EVENT_TYPES
+from ledger.log import LoggedEvent
+
+Ctx = Info[Context, None]
+SANCTION_TYPES = (
+    "Account.SanctionImposed",
+    "Account.SanctionLifted",
+    "Account.SanctionAppealed",
+    "Account.AppealDecided",
+)
+OWNER_TABLES = ("accounts", "posts", "providers")
+
+
+def _cursor(after: str | None) -> int:
+    if after is None:
+        return 0
+    if not after.isdigit():
+        raise bad_input(f"a cursor is a position received before, not {after[:40]!r}")
+    return int(after)
+
+
+async def _projected(context: Context, position: int, timeout: float = 10.0) -> None:
+    """Wait until the tables that say who owns what have reached `position`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = await rows(
+            context.state,
+            "SELECT min(position) AS p FROM projection_positions WHERE name = ANY(%(n)s)",
+            {"n": list(OWNER_TABLES)},
+        )
+        if found and found[0]["p"] is not None and found[0]["p"] >= position:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise ApiError("PROJECTION_LAG", "the read side is behind; resubscribe shortly")
+        await asyncio.sleep(0.01)
+
+
+def _owned_by(context: Context, provider: object | None) -> Callable[[list[LoggedEvent]], object]:
+    async def keep(events: list[LoggedEvent]) -> list[LoggedEvent]:
+        if provider is None or not events:
+            return events
+        await _projected(context, events[-1].position)
+        owner = await owners(context, list({e.originator_id for e in events}))
+        return [e for e in events if owner.get(e.originator_id) == provider]
+
+    return keep
+
+
+async def _stream(
+    context: Context, after: int, types: tuple[str, ...], provider: object | None
+) -> AsyncGenerator[LogEvent, None]:
+    state = context.state
+    keep = _owned_by(context, provider)
+    wanted = set(types)
+    last = after
+    subscriber = None
+    try:
+        while True:
+            page = await state.blocking(
+                lambda a: list(state.ledger.read_log(a, types=types, limit=PAGE)), last
+            )
+            for e in await keep(page):  # type: ignore[misc]
+                yield log_event(e)
+            if page:
+                last = page[-1].position
+            if len(page) < PAGE:
+                if subscriber is not None:
+                    break
+                # Subscribe, then read once more: nothing falls between the two.
+                subscriber = state.extras["broadcaster"].subscribe()
+        while True:
+            events = [
+                e
+                for e in await subscriber.next_events()
+                if e.position > last and (not wanted or e.type in wanted)
+            ]
+            if not events:
+                continue
+            last = events[-1].position
+            for e in await keep(events):  # type: ignore[misc]
+                yield log_event(e)
+    except SlowSubscriber as e:
+        raise ApiError("SLOW_SUBSCRIBER", str(e), cursor=str(last)) from None
+    finally:
+        if subscriber is not None:
+            state.extras["broadcaster"].unsubscribe(subscriber)
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="Sanction events, replayed from the cursor, then live.")
+    async def sanction_events(
+        self, info: Ctx, after: str | None = None, provider_id: strawberry.ID | None = None
+    ) -> AsyncGenerator[LogEvent, None]:
+        principal = info.context.who()
+        provider = parse_id(provider_id, "providerId") if provider_id else None
+        if not principal.sees_everything:
+            if provider is not None and provider != principal.provider_id:
+                raise ApiError("NOT_FOUND", "no such provider")
+            provider = principal.provider_id
+        async for item in _stream(info.context, _cursor(after), SANCTION_TYPES, provider):
+            yield item
+
+    @strawberry.subscription(description="Every event (providers: their own), then live.")
+    async def events(
+        self, info: Ctx, after: str | None = None, types: list[str] | None = None
+    ) -> AsyncGenerator[LogEvent, None]:
+        principal = info.context.who()
+        unknown = sorted(set(types or ()) - set(EVENT_TYPES))
+        if unknown:
+            raise bad_input(f"unknown event types {unknown}")
+        provider = None if principal.sees_everything else principal.provider_id
+        async for item in _stream(info.context, _cursor(after), tuple(types or ()), provider):
+            yield item

@@ -1,0 +1,122 @@
+"""Live events for subscriptions: one LISTEN connection per process reads each new page
+of the log once and hands it to every subscriber's bounded buffer. A subscriber whose
+buffer is full is cut off with a clear reason (it resumes from its cursor) so a slow
+client neither holds up the others nor grows memory without bound."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+
+import psycopg
+from psycopg import sql
+
+from api.state import ApiState
+from ledger.database import one_line
+from ledger.log import LoggedEvent
+
+log = logging.getLogger("ledger.api.live")
+PAGE = 500
+
+
+class SlowSubscriber(Exception):
+    pass
+
+
+class Subscriber:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer: deque[LoggedEvent] = deque()
+        self.overflowed = False
+        self.ready = asyncio.Event()
+
+    def offer(self, events: list[LoggedEvent]) -> None:
+        if self.overflowed:
+            return
+        if len(self.buffer) + len(events) > self.limit:
+            self.overflowed = True
+            self.buffer.clear()
+        else:
+            self.buffer.extend(events)
+        self.ready.set()
+
+    async def next_events(self) -> list[LoggedEvent]:
+        await self.ready.wait()
+        self.ready.clear()
+        if self.overflowed:
+            raise SlowSubscriber(
+                f"more than {self.limit} events waited for this subscriber;"
+                " resubscribe from the last cursor received"
+            )
+        events = list(self.buffer)
+        self.buffer.clear()
+        return events
+
+
+class Broadcaster:
+    def __init__(self, state: ApiState, buffer_limit: int = 10_000) -> None:
+        self.state = state
+        self.buffer_limit = buffer_limit
+        self.subscribers: set[Subscriber] = set()
+        self.position: int | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def subscribe(self) -> Subscriber:
+        subscriber = Subscriber(self.buffer_limit)
+        self.subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._supervise())
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def _supervise(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._follow()
+            except (psycopg.OperationalError, OSError) as exc:
+                log.warning(
+                    "live events: connection lost (%s); retrying in %.1f s", one_line(exc), backoff
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _follow(self) -> None:
+        ledger = self.state.ledger
+        conn = await psycopg.AsyncConnection.connect(
+            self.state.database.conninfo, autocommit=True, connect_timeout=5
+        )
+        async with conn:
+            channel = sql.Identifier(ledger.store.channel_name)
+            await conn.execute(sql.SQL("LISTEN {}").format(channel))
+            if self.position is None:
+                self.position = await self.state.blocking(ledger.head)
+            while True:
+                await self._publish_new()
+                async for _ in conn.notifies(timeout=1.0, stop_after=1):
+                    pass
+
+    async def _publish_new(self) -> None:
+        assert self.position is not None
+        while True:
+            events = await self.state.blocking(
+                lambda after: list(self.state.ledger.read_log(after, limit=PAGE)), self.position
+            )
+            if not events:
+                return
+            self.position = events[-1].position
+            for subscriber in list(self.subscribers):
+                subscriber.offer(events)
+            if len(events) < PAGE:
+                return
