@@ -238,6 +238,13 @@ def cmd_token(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from api.graphql.schema import schema
+
+    print(schema.as_str())
+    return 0
+
+
 def _schema(ledger: Ledger) -> str:
     return ledger.store.datastore.schema or "public"
 
@@ -297,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = actions.add_parser("revoke", help="revoke a token (the token or its id)")
     revoke.add_argument("token")
     token.set_defaults(run=cmd_token)
+
+    sdl = sub.add_parser("schema", help="print the GraphQL schema (SDL)")
+    sdl.set_defaults(run=cmd_schema)
     return parser
 
 

@@ -108,3 +108,6 @@ def reader(database: Database, schema: str) -> Iterator[psycopg.Connection[DictR
     with database.connect(autocommit=True, row_factory=dict_row) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         yield conn
+
+
+pytest_plugins = ["tests.api_server"]

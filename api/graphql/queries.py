@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -45,14 +45,14 @@ ACCOUNT_COLUMNS = (
     " review_outcome, reviewed_at, filing_reference, filed_at, news_scopes, marked,"
     " active_sanctions, sanctions_by_level, post_count, position, last_position"
 )
-ACCOUNT_SELECT = (
-    f"SELECT {ACCOUNT_COLUMNS}, {status_sql('now()')} AS status, now() AS now FROM accounts"
-)
+ACCOUNT_SELECT = f"SELECT {ACCOUNT_COLUMNS}, {status_sql()} AS status, %(now)s AS now FROM accounts"
 Ctx = Info[Context, None]
 
 
 def _confine(info: Ctx, where: Where, column: str = "provider_id") -> Where:
+    """Confine to the principal's provider; bind `now`, the ledger's clock."""
     mine = visible_provider(info.context.who())
+    where.params["now"] = info.context.state.ledger.clock()
     return where.when(mine, f"{column} = %(mine)s", "mine")
 
 
@@ -115,7 +115,7 @@ class Query:
         where.when(f.verified, "verified = %(verified)s", "verified")
         where.when(f.marked, "marked = %(marked)s", "marked")
         if f.status is not None:
-            where.add(status_filter_sql(f.status.value, "now()"))
+            where.add(status_filter_sql(f.status.value))
         return await keyset_page(
             info.context.state,
             kind="account",
@@ -344,7 +344,9 @@ async def _visible(info: Ctx, table: str, column: str, value: UUID) -> bool:
 
 async def _figures(info: Ctx, provider_ids: list[UUID] | None) -> list[Provider]:
     found = await rows(
-        info.context.state, FIGURES_SQL, figures_params(datetime.now(UTC), provider_ids)
+        info.context.state,
+        FIGURES_SQL,
+        figures_params(info.context.state.ledger.clock(), provider_ids),
     )
     return [Provider.of(f) for f in shape_figures(found)]
 

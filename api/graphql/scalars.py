@@ -21,8 +21,10 @@ def _parse_position(value: object) -> int:
     return int(text)
 
 
-Position = strawberry.scalar(
-    NewType("Position", int),
+Position = NewType("Position", int)
+
+POSITION_SCALAR = strawberry.scalar(
+    name="Position",
     description="A position in the event log: a 64-bit whole number, sent as a string.",
     serialize=str,
     parse_value=_parse_position,

@@ -20,10 +20,12 @@ from strawberry.extensions import (
 )
 from strawberry.extensions.max_aliases import create_validator as aliases_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
+from strawberry.schema.config import StrawberryConfig
 
 from api.graphql.errors import ErrorPolicy
 from api.graphql.mutations import Mutation
 from api.graphql.queries import Query
+from api.graphql.scalars import POSITION_SCALAR, Position
 from api.graphql.subscriptions import Subscription
 
 MAX_DEPTH = 10
@@ -38,15 +40,19 @@ def build_schema(introspection: bool | None = None) -> strawberry.Schema:
         introspection = os.environ.get("LEDGER_INTROSPECTION", "1") == "1"
     extensions: list[Any] = [
         ErrorPolicy,
-        ParserCache(maxsize=1000),
-        ValidationCache(maxsize=1000),
-        AddValidationRules(RULES),
-        MaxTokensLimiter(MAX_TOKENS),
+        lambda: ParserCache(maxsize=1000),
+        lambda: ValidationCache(maxsize=1000),
+        lambda: AddValidationRules(RULES),
+        lambda: MaxTokensLimiter(MAX_TOKENS),
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
     return strawberry.Schema(
-        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions,
+        config=StrawberryConfig(scalar_map={Position: POSITION_SCALAR}),
     )
 
 

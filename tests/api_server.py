@@ -1,0 +1,97 @@
+"""A real API server on loopback for tests: uvicorn in a thread, the projector beside it,
+and small HTTP and WebSocket clients."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+import uvicorn
+
+from api.app import create_app
+from api.auth import create_token
+from ledger import Database, Ledger
+from projections.positions import wait_for
+from projections.runner import Projector
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ApiServer:
+    url: str
+    ws_url: str
+    database: Database
+    ledger: Ledger
+    schema: str
+
+    def token(self, role: str, provider: UUID | None = None, name: str = "test") -> str:
+        with self.database.connect() as conn:
+            return create_token(conn, self.schema, role, provider, name)[1]
+
+    def post(self, body: Any, token: str | None = None, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers.update(kwargs.pop("headers", {}))
+        if isinstance(body, (dict, list)):
+            return httpx.post(self.url, json=body, headers=headers, timeout=30, **kwargs)
+        return httpx.post(self.url, content=body, headers=headers, timeout=30, **kwargs)
+
+    def gql(self, query: str, token: str | None, **variables: Any) -> dict[str, Any]:
+        response = self.post({"query": query, "variables": variables}, token)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def data(self, query: str, token: str | None, **variables: Any) -> dict[str, Any]:
+        result = self.gql(query, token, **variables)
+        assert "errors" not in result, json.dumps(result["errors"], indent=1)
+        data: dict[str, Any] = result["data"]
+        return data
+
+    def settle(self) -> None:
+        """Wait until the read side has every event written so far."""
+        with self.database.connect(autocommit=True) as conn:
+            wait_for(conn, self.schema, self.ledger.head(), timeout=20)
+
+
+@pytest.fixture
+def server(ledger: Ledger, database: Database, schema: str) -> Iterator[ApiServer]:
+    stop = threading.Event()
+    projector = Projector(ledger, database, schema)
+    projector.setup()
+    projector_thread = threading.Thread(target=projector.follow, args=(stop,), daemon=True)
+    projector_thread.start()
+    port = free_port()
+    app = create_app(database, ledger, schema)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the API server did not start"
+        time.sleep(0.02)
+    yield ApiServer(
+        f"http://127.0.0.1:{port}/graphql",
+        f"ws://127.0.0.1:{port}/graphql",
+        database,
+        ledger,
+        schema,
+    )
+    server.should_exit = True
+    thread.join(20)
+    stop.set()
+    projector_thread.join(20)
