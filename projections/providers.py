@@ -162,12 +162,17 @@ def provider_figures(
     cur: Cursor[DictRow], now: datetime, provider_ids: Sequence[UUID] | None = None
 ) -> list[dict[str, Any]]:
     """Compliance figures per provider, as of `now` (which decides lapsed suspensions)."""
-    cur.execute(
-        FIGURES_SQL,
-        {"now": now, "all": provider_ids is None, "ids": list(provider_ids or [])},
-    )
+    cur.execute(FIGURES_SQL, figures_params(now, provider_ids))
+    return shape_figures(cur.fetchall())
+
+
+def figures_params(now: datetime, provider_ids: Sequence[UUID] | None) -> dict[str, Any]:
+    return {"now": now, "all": provider_ids is None, "ids": list(provider_ids or [])}
+
+
+def shape_figures(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
-    for row in cur.fetchall():
+    for row in rows:
         accounts = row["accounts"] or 0
         public = row["public"] or 0
         out.append(
