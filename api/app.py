@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from starlette.applications import Starlette
@@ -74,6 +75,9 @@ class LedgerGraphQL(GraphQL[Context, None]):
             graphql_ide="graphiql" if graphiql else None,
             allow_queries_via_get=False,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            connection_init_wait_timeout=timedelta(
+                seconds=float(os.environ.get("LEDGER_WS_INIT_TIMEOUT", "10"))
+            ),
         )
         self.state = state
 
@@ -156,7 +160,9 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.pool.open()
-        broadcaster = Broadcaster(state)
+        broadcaster = Broadcaster(
+            state, buffer_limit=int(os.environ.get("LEDGER_SUBSCRIBER_BUFFER", "10000"))
+        )
         state.extras["broadcaster"] = broadcaster
         broadcaster.start()
         try:

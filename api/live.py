@@ -42,17 +42,18 @@ class Subscriber:
             self.buffer.extend(events)
         self.ready.set()
 
-    async def next_events(self) -> list[LoggedEvent]:
-        await self.ready.wait()
-        self.ready.clear()
+    async def next_events(self, at_most: int = 100) -> list[LoggedEvent]:
+        """The next events, a few at a time: what waits in the buffer is what has not
+        been sent, so a client that stops reading fills it up and is cut off."""
+        while not self.buffer and not self.overflowed:
+            await self.ready.wait()
+            self.ready.clear()
         if self.overflowed:
             raise SlowSubscriber(
                 f"more than {self.limit} events waited for this subscriber;"
                 " resubscribe from the last cursor received"
             )
-        events = list(self.buffer)
-        self.buffer.clear()
-        return events
+        return [self.buffer.popleft() for _ in range(min(at_most, len(self.buffer)))]
 
 
 class Broadcaster:

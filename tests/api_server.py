@@ -36,6 +36,7 @@ class ApiServer:
     database: Database
     ledger: Ledger
     schema: str
+    state: Any
 
     def token(self, role: str, provider: UUID | None = None, name: str = "test") -> str:
         with self.database.connect() as conn:
@@ -76,7 +77,9 @@ def server(ledger: Ledger, database: Database, schema: str) -> Iterator[ApiServe
     port = free_port()
     app = create_app(database, ledger, schema)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -90,6 +93,7 @@ def server(ledger: Ledger, database: Database, schema: str) -> Iterator[ApiServe
         database,
         ledger,
         schema,
+        app.state.ledger_state,
     )
     server.should_exit = True
     thread.join(20)

@@ -18,6 +18,9 @@ from ledger import Actor, Database, Ledger, Role
 from ledger.vault import Vault
 from projections.runner import Projector
 
+# Clients that never send connection_init are closed after this long.
+os.environ.setdefault("LEDGER_WS_INIT_TIMEOUT", "2")
+
 TEST_KEY = b"0123456789abcdef0123456789abcdef"
 
 

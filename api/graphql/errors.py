@@ -16,14 +16,16 @@ from strawberry.extensions import SchemaExtension
 log = logging.getLogger("ledger.api")
 
 
-class ApiError(Exception):
-    """An error meant for the client: its message and code are shown as they are."""
+class ApiError(GraphQLError):
+    """An error meant for the client: its message and code are shown as they are. A
+    GraphQLError, so it keeps its code on every path (subscriptions included)."""
 
     def __init__(self, code: str, message: str, **details: Any) -> None:
-        super().__init__(message)
+        extensions: dict[str, Any] = {"code": code}
+        if details:
+            extensions["details"] = details
+        super().__init__(message, extensions=extensions)
         self.code = code
-        self.message = message
-        self.details = details
 
 
 def bad_input(message: str, **details: Any) -> ApiError:
@@ -46,18 +48,9 @@ class ErrorPolicy(SchemaExtension):
 
     def _shape(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
-        if isinstance(original, ApiError):
-            extensions = {
-                "code": original.code,
-                **({"details": original.details} if original.details else {}),
-            }
-            return _with(error, original.message, extensions)
-        if original is None:
-            return _with(
-                error,
-                error.message,
-                {"code": "GRAPHQL_VALIDATION_FAILED", **(error.extensions or {})},
-            )
+        if original is None or isinstance(original, GraphQLError):
+            code = {"code": "GRAPHQL_VALIDATION_FAILED"}
+            return _with(error, error.message, {**code, **(error.extensions or {})})
         request_id = uuid.uuid4().hex[:16]
         log.error("request %s: unexpected error", request_id, exc_info=original)
         message = f"internal error (request id {request_id})"
