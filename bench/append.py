@@ -58,8 +58,9 @@ class Publisher:
     def __init__(self, ledger: Ledger, accounts: int = ACCOUNTS) -> None:
         self.ledger = ledger
         self.serial = itertools.count()
-        provider = self.run(c.RegisterProvider, REGULATOR, code="bench", name="Bench",
-                            licence_ref="L-bench")["provider_id"]
+        provider = self.run(
+            c.RegisterProvider, REGULATOR, code="bench", name="Bench", licence_ref="L-bench"
+        )["provider_id"]
         self.ops = Actor("bench-ops", Role.PROVIDER, UUID(provider))
         self.accounts = [self._account() for _ in range(accounts)]
 
@@ -68,15 +69,33 @@ class Publisher:
         return self.ledger.execute(command(actor=actor, idempotency_key=key, **args)).value
 
     def _account(self) -> UUID:
-        value = self.run(c.RegisterAccount, self.ops, provider_id=self.ops.provider_id,
-                         handle=f"bench{next(self.serial)}", kind="public", category="enterprise")
+        value = self.run(
+            c.RegisterAccount,
+            self.ops,
+            provider_id=self.ops.provider_id,
+            handle=f"bench{next(self.serial)}",
+            kind="public",
+            category="enterprise",
+        )
         account = UUID(value["account_id"])
         agreement = self.ledger.ruleset.agreement
-        self.run(c.VerifyIdentity, self.ops, account_id=account, real_name="Li Lei",
-                 id_number="110101199003070011", method="id_card")
-        self.run(c.SignAgreement, self.ops, account_id=account, agreement_id=agreement.id,
-                 version=agreement.version, text_sha256=agreement.sha256,
-                 baselines=agreement.baselines)
+        self.run(
+            c.VerifyIdentity,
+            self.ops,
+            account_id=account,
+            real_name="Li Lei",
+            id_number="110101199003070011",
+            method="id_card",
+        )
+        self.run(
+            c.SignAgreement,
+            self.ops,
+            account_id=account,
+            agreement_id=agreement.id,
+            version=agreement.version,
+            text_sha256=agreement.sha256,
+            baselines=agreement.baselines,
+        )
         self.run(c.ReviewAccount, self.ops, account_id=account, outcome="approved", reason="ok")
         return account
 
@@ -85,11 +104,17 @@ class Publisher:
         for _ in range(n):
             i = next(self.serial)
             ref = f"post-{i}"
-            out.append(c.PublishPost(
-                actor=self.ops, idempotency_key=f"k{i}",
-                account_id=self.accounts[i % len(self.accounts)], ref=ref, origin="original",
-                category="other", content_sha256=hashlib.sha256(ref.encode()).hexdigest(),
-            ))
+            out.append(
+                c.PublishPost(
+                    actor=self.ops,
+                    idempotency_key=f"k{i}",
+                    account_id=self.accounts[i % len(self.accounts)],
+                    ref=ref,
+                    origin="original",
+                    category="other",
+                    content_sha256=hashlib.sha256(ref.encode()).hexdigest(),
+                )
+            )
         return out
 
 
@@ -100,22 +125,28 @@ class RawTable:
         self.payload = payload
         self.conn = db.connect(autocommit=True)
         table = sql.Identifier(schema, "raw_events")
-        self.conn.execute(sql.SQL(
-            "CREATE TABLE {t} (originator_id uuid NOT NULL, originator_version bigint NOT NULL,"
-            " topic text, state bytea, notification_id bigserial,"
-            " PRIMARY KEY (originator_id, originator_version))"
-            " WITH (autovacuum_enabled = true, autovacuum_vacuum_threshold = 100000000,"
-            " autovacuum_vacuum_scale_factor = 0.5, autovacuum_analyze_threshold = 1000,"
-            " autovacuum_analyze_scale_factor = 0.01)").format(t=table))
-        self.conn.execute(sql.SQL(
-            "CREATE UNIQUE INDEX raw_events_notification_id ON {t} (notification_id)"
-        ).format(t=table))
+        self.conn.execute(
+            sql.SQL(
+                "CREATE TABLE {t} (originator_id uuid NOT NULL, originator_version bigint NOT NULL,"
+                " topic text, state bytea, notification_id bigserial,"
+                " PRIMARY KEY (originator_id, originator_version))"
+                " WITH (autovacuum_enabled = true, autovacuum_vacuum_threshold = 100000000,"
+                " autovacuum_vacuum_scale_factor = 0.5, autovacuum_analyze_threshold = 1000,"
+                " autovacuum_analyze_scale_factor = 0.01)"
+            ).format(t=table)
+        )
+        self.conn.execute(
+            sql.SQL(
+                "CREATE UNIQUE INDEX raw_events_notification_id ON {t} (notification_id)"
+            ).format(t=table)
+        )
         self.lock = sql.SQL("LOCK TABLE {t} IN EXCLUSIVE MODE").format(t=table)
         self.notify = sql.SQL("NOTIFY {c}").format(c=sql.Identifier(f"{schema}_raw_events"))
         self.insert = sql.SQL(
             "INSERT INTO {t} (originator_id, originator_version, topic, state)"
             " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
-            " RETURNING notification_id").format(t=table)
+            " RETURNING notification_id"
+        ).format(t=table)
 
     def rows(self, n: int) -> list[tuple[UUID, int, str, bytes]]:
         return [(uuid.uuid4(), 1, TOPIC, os.urandom(self.payload)) for _ in range(n)]
@@ -124,30 +155,35 @@ class RawTable:
         with self.conn.pipeline() as pipeline, self.conn.transaction():
             self.conn.execute(self.lock, prepare=True)
             self.conn.execute(self.notify, prepare=True)
-            cursor = self.conn.execute(self.insert, [list(col) for col in zip(*rows, strict=True)],
-                                       prepare=True)
+            cursor = self.conn.execute(
+                self.insert, [list(col) for col in zip(*rows, strict=True)], prepare=True
+            )
             pipeline.sync()
             assert len(cursor.fetchall()) == len(rows)
 
 
-def timed(append: Callable[[Any], object], items: Sequence[Any], batch: int
-          ) -> tuple[float, list[float]]:
+def timed(
+    append: Callable[[Any], object], items: Sequence[Any], batch: int
+) -> tuple[float, list[float]]:
     """Append items `batch` at a time: (total seconds, seconds per call)."""
     latencies: list[float] = []
     start = time.perf_counter()
     for i in range(0, len(items), batch):
         t = time.perf_counter()
-        append(items[i:i + batch])
+        append(items[i : i + batch])
         latencies.append(time.perf_counter() - t)
     return time.perf_counter() - start, latencies
 
 
 def mean_state_size(db: Database, ledger: Ledger, after: int) -> tuple[float, int]:
     with db.connect() as conn:
-        row = conn.execute(sql.SQL(
-            "SELECT avg(octet_length(state))::float8, count(*) FROM {e}"
-            " WHERE notification_id > %s AND topic = %s").format(e=ledger.store.events_table),
-            [after, TOPIC]).fetchone()
+        row = conn.execute(
+            sql.SQL(
+                "SELECT avg(octet_length(state))::float8, count(*) FROM {e}"
+                " WHERE notification_id > %s AND topic = %s"
+            ).format(e=ledger.store.events_table),
+            [after, TOPIC],
+        ).fetchone()
     assert row is not None and row[1] > 0
     return row[0], row[1]
 
@@ -191,15 +227,19 @@ def benchmark(args: argparse.Namespace, db: Database, schema: str) -> None:
     params = conninfo_to_dict(db.conninfo)
     server = "embedded" if db.embedded else f"{params.get('host')}:{params.get('port')}"
     print(f"PublishPost append benchmark - PostgreSQL {server}, schema {schema}")
-    print(f"{args.repeats} repeats x {n} commands each; {ACCOUNTS} accounts; raw payload "
-          f"{round(payload)} B (ledger state: {state_size:.0f} B mean over {events} events)\n")
+    print(
+        f"{args.repeats} repeats x {n} commands each; {ACCOUNTS} accounts; raw payload "
+        f"{round(payload)} B (ledger state: {state_size:.0f} B mean over {events} events)\n"
+    )
 
     def cell(key: str) -> str:
         return f"{statistics.median(rates[key]):.0f} ({min(rates[key]):.0f}-{max(rates[key]):.0f})"
 
     print(f"{'median (min-max)':<24}{'ledger cmd/s':>18}{'raw rows/s':>22}{'ledger/raw':>12}")
-    for label, a, b in (("(a) 1 per transaction", "la", "ra"),
-                        (f"(b) {batch} per transaction", "lb", "rb")):
+    for label, a, b in (
+        ("(a) 1 per transaction", "la", "ra"),
+        (f"(b) {batch} per transaction", "lb", "rb"),
+    ):
         ratio = statistics.median(rates[a]) / statistics.median(rates[b])
         print(f"{label:<24}{cell(a):>18}{cell(b):>22}{ratio:>12.2f}")
     print(f"\n{'(a) latency':<24}{'p50 ms':>18}{'p99 ms':>22}")
@@ -209,13 +249,21 @@ def benchmark(args: argparse.Namespace, db: Database, schema: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.append", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--commands", type=int, default=2000,
-                        help="commands per repeat and measurement (default 2000)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.append",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--commands",
+        type=int,
+        default=2000,
+        help="commands per repeat and measurement (default 2000)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="repeats (default 5)")
-    parser.add_argument("--batch", type=int, default=100,
-                        help="commands per transaction in (b) (default 100)")
+    parser.add_argument(
+        "--batch", type=int, default=100, help="commands per transaction in (b) (default 100)"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 200 commands x 2")
     args = parser.parse_args(argv)
     if args.quick:
