@@ -73,12 +73,12 @@ class UnitOfWork:
 
     def own_account(self, account_id: UUID, actor: Actor) -> Account:
         account = self.account(account_id)
-        require_own(actor, account.provider_id)
+        require_own(actor, account.provider_id, account_id=str(account_id))
         return account
 
     def own_post(self, post_id: UUID, actor: Actor) -> Post:
         post = self.post(post_id)
-        require_own(actor, post.provider_id)
+        require_own(actor, post.provider_id, post_id=str(post_id))
         return post
 
     def add(self, aggregate: Aggregate) -> None:
@@ -101,6 +101,10 @@ class UnitOfWork:
         return [a for a in self._loaded.values() if a is not None]
 
 
-def require_own(actor: Actor, provider_id: UUID) -> None:
+def require_own(actor: Actor, provider_id: UUID, **what: str) -> None:
+    """`what` names the thing acted on (account_id=…, post_id=…, provider_id=…)."""
     if actor.role is Role.PROVIDER and actor.provider_id != provider_id:
-        raise errors.NotYourAccount("a provider acts only on its own accounts and posts")
+        raise errors.NotYourAccount(
+            "a provider acts only on its own accounts and posts",
+            **(what or {"provider_id": str(provider_id)}),
+        )

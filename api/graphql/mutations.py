@@ -91,10 +91,10 @@ _CONFLICT = {"CONFLICT", "IDEMPOTENCY_KEY_REUSED", "ALREADY_EXISTS"}
 
 
 def error_payload(e: errors.LedgerError, principal_role: Role) -> MutationError:
-    code, message = e.code, e.message
+    code, message, details = e.code, e.message, e.details
     if code == "NOT_YOUR_ACCOUNT" and principal_role is Role.PROVIDER:
-        # Another provider's data is invisible: not found, not forbidden.
-        code, message = "ACCOUNT_NOT_FOUND", "no such account"
+        # Another provider's data is invisible: the same answer as for a missing one.
+        code, message, details = _as_missing(e.details)
     if code in _INVALID:
         kind: type[MutationError] = InvalidInput
     elif code.endswith("_NOT_FOUND"):
@@ -107,8 +107,18 @@ def error_payload(e: errors.LedgerError, principal_role: Role) -> MutationError:
         kind = Unavailable
     else:
         kind = RuleViolation
-    details = e.details if code == e.code else None
     return kind(code=code, message=message, details=details or None, batch_index=e.batch_index)
+
+
+def _as_missing(details: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    for key, code, message in (
+        ("post_id", "POST_NOT_FOUND", "no such post"),
+        ("account_id", "ACCOUNT_NOT_FOUND", "no such account"),
+        ("provider_id", "PROVIDER_NOT_FOUND", "no such provider"),
+    ):
+        if key in details:
+            return code, message, {key: details[key]}
+    return "ACCOUNT_NOT_FOUND", "no such account", {}
 
 
 def success(result: Any) -> CommandSuccess:
