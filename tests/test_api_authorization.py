@@ -198,8 +198,6 @@ def test_a_provider_cannot_subscribe_to_another_providers_sanctions(
     from tests.test_api_subscriptions import SANCTIONS, receive, subscription
 
     with subscription(server, scene.tokens["provider"], SANCTIONS, provider=str(scene.rival)) as ws:
-        import json
-
         message = json.loads(ws.recv(timeout=10))
     assert "NOT_FOUND" in json.dumps(message)
     with subscription(server, scene.tokens["provider"], SANCTIONS) as ws:
