@@ -15,12 +15,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Start the embedded database, load the demo data once, print a summary, then keep
-## the read tables live (Ctrl-C stops).
+## Start the embedded database, load the demo data once, then serve the GraphQL API on
+## localhost with the projector beside it; prints the URL, a regulator token and an
+## example query (Ctrl-C stops).
 run: install
 	$(BIN)/ledger demo --accounts $(ACCOUNTS)
-	$(BIN)/ledger summary
-	$(BIN)/ledger project
+	LEDGER_GRAPHIQL=1 $(BIN)/ledger serve --demo-token
 
 ## The whole suite against real PostgreSQL (LEDGER_DATABASE_URL, else an embedded server).
 test: install
@@ -33,6 +33,7 @@ lint: install
 bench: install
 	$(BIN)/python -m bench.append
 	$(BIN)/python -m bench.projections
+	$(BIN)/python -m bench.api
 
 clean:
 	rm -rf $(VENV) .ledger
