@@ -12,14 +12,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn
 from uuid import UUID
 
 import psycopg
+from psycopg import sql
 
 from api.auth import create_token, revoke_token
 from ledger import Database, Ledger, LedgerError
-from ledger.database import DatabaseError, one_line
+from ledger.database import DatabaseError, data_dir, one_line
 from ledger.ruleset import RulesetError
 from ledger.views import account_view
 
@@ -135,6 +137,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_project(args: argparse.Namespace) -> int:
     from projections.runner import Projector, run_until_stopped
+    from projections.sealer import Sealer
 
     logging.getLogger("ledger").setLevel(logging.INFO)
     stop = threading.Event()
@@ -146,7 +149,10 @@ def cmd_project(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop_on_signal)
     signal.signal(signal.SIGINT, stop_on_signal)
     with open_database_and_ledger() as (database, ledger):
+        sealer = threading.Thread(target=Sealer(ledger, database).follow, args=(stop,))
+        sealer.start()
         run_until_stopped(Projector(ledger, database), stop)
+        sealer.join()
     log.info("projector: stopped")
     return 0
 
@@ -238,6 +244,65 @@ def cmd_token(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from ledger.signing import Signer
+
+    print(Signer.from_environment(data_dir()).public_key_hex)
+    return 0
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    from projections.integrity import head
+    from projections.sealer import Sealer
+
+    with open_database_and_ledger() as (database, ledger):
+        sealer = Sealer(ledger, database)
+        try:
+            sealer.setup()
+            sealer.sign_now()
+            print(json.dumps(head(sealer.conn)))
+        finally:
+            sealer.close()
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ledger.signing import Signer
+    from projections.integrity import all_heads, stored_events, stored_leaves, verify_log
+
+    key = args.public_key or Signer.from_environment(data_dir()).public_key_hex
+    extra = [json.loads(Path(f).read_text()) for f in args.from_head or ()]
+    started = time.monotonic()
+    with open_database_and_ledger() as (database, ledger), database.connect() as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(_schema(ledger))))
+        head = ledger.head()
+        report = verify_log(
+            stored_events(conn, ledger.store.events_table),
+            stored_leaves(conn),
+            all_heads(conn) + extra,
+            key,
+            progress=lambda n: progress_bar(n, head, "events"),
+        )
+    elapsed = time.monotonic() - started
+    print(file=sys.stderr)
+    rate = report.events / max(elapsed, 1e-9)
+    print(
+        f"verify: {report.events} events, {report.heads_checked} signed heads checked,"
+        f" {report.unsealed} not yet sealed, in {elapsed:.1f} s ({rate:.0f} events/s)"
+    )
+    for finding in report.findings:
+        print(f"FAILED at {finding}")
+    if report.ok:
+        print("OK: every sealed event matches every signed head")
+    return 0 if report.ok else 1
+
+
+def cmd_verify_proof(args: argparse.Namespace) -> int:
+    from ledger import proofcheck
+
+    return proofcheck.main([args.file, "--public-key", args.public_key])
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from api.graphql.schema import schema
 
@@ -304,6 +369,22 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = actions.add_parser("revoke", help="revoke a token (the token or its id)")
     revoke.add_argument("token")
     token.set_defaults(run=cmd_token)
+
+    keys = sub.add_parser("keys", help="print the tree-head signing public key (hex)")
+    keys.set_defaults(run=cmd_keys)
+
+    seal = sub.add_parser("seal", help="seal the log up to its head and print the signed head")
+    seal.set_defaults(run=cmd_seal)
+
+    verify = sub.add_parser("verify", help="check every event against the signed tree heads")
+    verify.add_argument("--from-head", action="append", metavar="FILE", help="a signed head")
+    verify.add_argument("--public-key", help="hex; default: this ledger's signing key")
+    verify.set_defaults(run=cmd_verify)
+
+    proof = sub.add_parser("verify-proof", help="check a proof (JSON) offline, no database")
+    proof.add_argument("file")
+    proof.add_argument("--public-key", required=True)
+    proof.set_defaults(run=cmd_verify_proof)
 
     sdl = sub.add_parser("schema", help="print the GraphQL schema (SDL)")
     sdl.set_defaults(run=cmd_schema)

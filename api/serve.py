@@ -13,6 +13,7 @@ from api.app import create_app
 from ledger.application import Ledger
 from ledger.database import Database
 from projections.runner import Projector
+from projections.sealer import Sealer
 
 log = logging.getLogger("ledger.api")
 
@@ -27,8 +28,11 @@ def app_from_environment() -> Starlette:
 
 def start_projector(database: Database, ledger: Ledger) -> threading.Event:
     stop = threading.Event()
-    projector = Projector(ledger, database)
-    threading.Thread(target=projector.follow, args=(stop,), name="projector", daemon=True).start()
+    for name, follower in (
+        ("projector", Projector(ledger, database)),
+        ("sealer", Sealer(ledger, database)),
+    ):
+        threading.Thread(target=follower.follow, args=(stop,), name=name, daemon=True).start()
     return stop
 
 

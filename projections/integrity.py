@@ -1,0 +1,244 @@
+"""Reading the Merkle log: signed heads, inclusion and consistency proofs, and the full
+verification of the stored events against every signed head."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import Notification
+from psycopg import sql
+
+from ledger.merkle import MerkleTree, node_hash
+from ledger.proofcheck import verify_signed_head
+from projections.sealer import PgNodeStore, leaf_of
+
+
+class ProofError(ValueError):
+    """A proof was asked for something no signed head covers."""
+
+
+def head(conn: psycopg.Connection[Any], size: int | None = None) -> dict[str, Any] | None:
+    """The signed head of that size, or the latest."""
+    if size is None:
+        query = "SELECT * FROM tree_heads ORDER BY tree_size DESC LIMIT 1"
+        row = conn.execute(query).fetchone()
+    else:
+        row = conn.execute("SELECT * FROM tree_heads WHERE tree_size = %s", (size,)).fetchone()
+    return _as_head(row) if row else None
+
+
+def _as_head(row: Any) -> dict[str, Any]:
+    values = (
+        row
+        if isinstance(row, dict)
+        else dict(zip(("tree_size", "root_hash", "timestamp", "signature"), row, strict=True))
+    )
+    return {k: values[k] for k in ("tree_size", "root_hash", "timestamp", "signature")}
+
+
+def _signed(conn: psycopg.Connection[Any], size: int) -> dict[str, Any]:
+    found = head(conn, size)
+    if found is None:
+        raise ProofError(f"no signed tree head of size {size}")
+    return found
+
+
+def inclusion_proof(
+    conn: psycopg.Connection[Any], position: int, tree_size: int | None = None
+) -> dict[str, Any]:
+    """Proof that the event at a log position is in a signed tree (the latest by default)."""
+    signed = _signed(conn, tree_size) if tree_size is not None else head(conn)
+    if signed is None:
+        raise ProofError("nothing is sealed yet")
+    row = conn.execute(
+        "SELECT leaf_index, hash FROM merkle_leaves WHERE position = %s", (position,)
+    ).fetchone()
+    if row is None:
+        raise ProofError(f"no sealed event at position {position}")
+    index, leaf = (row["leaf_index"], row["hash"]) if isinstance(row, dict) else row
+    if index >= signed["tree_size"]:
+        raise ProofError(f"position {position} is not in the tree of size {signed['tree_size']}")
+    proof = MerkleTree(PgNodeStore(conn)).inclusion_proof(index, signed["tree_size"])
+    return {
+        "kind": "inclusion",
+        "position": position,
+        "index": index,
+        "leaf_hash": bytes(leaf).hex(),
+        "tree_size": signed["tree_size"],
+        "proof": [p.hex() for p in proof],
+        "head": signed,
+    }
+
+
+def consistency_proof(conn: psycopg.Connection[Any], old: int, new: int) -> dict[str, Any]:
+    """Proof that the signed tree of size `old` is a prefix of the one of size `new`."""
+    if old > new:
+        raise ProofError("the first tree must not be larger than the second")
+    old_head, new_head = _signed(conn, old), _signed(conn, new)
+    proof = MerkleTree(PgNodeStore(conn)).consistency_proof(old, new)
+    return {
+        "kind": "consistency",
+        "old_head": old_head,
+        "new_head": new_head,
+        "proof": [p.hex() for p in proof],
+    }
+
+
+# ----- full verification ---------------------------------------------------------------
+
+
+@dataclass
+class Finding:
+    position: int | None
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"position {self.position}" if self.position is not None else "the log"
+        return f"{where}: {self.problem}"
+
+
+@dataclass
+class Report:
+    events: int = 0
+    heads_checked: int = 0
+    unsealed: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+class _Roots:
+    """MTH of a growing list of leaves, one stack entry per perfect subtree."""
+
+    def __init__(self) -> None:
+        self.stack: list[tuple[int, bytes]] = []  # (leaf count, hash)
+        self.size = 0
+
+    def push(self, leaf: bytes) -> None:
+        self.size += 1
+        count, h = 1, leaf
+        while self.stack and self.stack[-1][0] == count:
+            left = self.stack.pop()[1]
+            count, h = count * 2, node_hash(left, h)
+        self.stack.append((count, h))
+
+    def root(self) -> bytes:
+        h = self.stack[-1][1]
+        for _, left in reversed(self.stack[:-1]):
+            h = node_hash(left, h)
+        return h
+
+
+def verify_log(
+    events: Iterator[Notification],
+    leaves: Iterator[tuple[int, int, bytes]],
+    heads: Sequence[dict[str, Any]],
+    public_key_hex: str,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Recompute every leaf from the stored events and every signed root from them.
+
+    `events` in position order; `leaves` (leaf index, position, hash) in index order, as
+    stored; `heads` every signed head to check. Stops at the first difference in the
+    events and names its position: altered (the leaf differs), missing (a sealed position
+    has no event), extra (an event inside the sealed range was never sealed), reordered
+    (shows as altered at the first swapped position).
+    """
+    report = Report()
+    by_size: dict[int, list[dict[str, Any]]] = {}
+    for h in heads:
+        if not verify_signed_head(h, public_key_hex):
+            report.findings.append(
+                Finding(None, f"the head of size {h.get('tree_size')} has a bad signature")
+            )
+        else:
+            by_size.setdefault(int(h["tree_size"]), []).append(h)
+    largest = max(by_size, default=0)
+    roots = _Roots()
+    stored = next(leaves, None)
+    for event in events:
+        report.events += 1
+        if progress and report.events % 10_000 == 0:
+            progress(report.events)
+        if stored is None:
+            report.unsealed += 1
+            continue
+        _, position, sealed_hash = stored
+        if event.id < position:
+            report.findings.append(Finding(event.id, "an event that was never sealed (extra)"))
+            return report
+        if event.id > position:
+            report.findings.append(Finding(position, "a sealed event is missing"))
+            return report
+        leaf = leaf_of(event)
+        if leaf != bytes(sealed_hash):
+            report.findings.append(
+                Finding(event.id, "the event differs from what was sealed (altered or reordered)")
+            )
+            return report
+        roots.push(leaf)
+        _check_heads(roots, by_size.get(roots.size, ()), report)
+        stored = next(leaves, None)
+    if stored is not None:
+        report.findings.append(Finding(stored[1], "a sealed event is missing"))
+    elif roots.size < largest:
+        report.findings.append(Finding(None, f"the log ends before signed size {largest}"))
+    return report
+
+
+def _check_heads(roots: _Roots, heads: Sequence[dict[str, Any]], report: Report) -> None:
+    for h in heads:
+        report.heads_checked += 1
+        if roots.root().hex() != h["root_hash"]:
+            report.findings.append(
+                Finding(None, f"the recomputed root differs from signed head {h['tree_size']}")
+            )
+
+
+def stored_events(
+    conn: psycopg.Connection[Any], events_table: sql.Composable, page: int = 5000
+) -> Iterator[Notification]:
+    after = 0
+    while True:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state"
+                " FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+            ).format(events_table),
+            (after, page),
+        ).fetchall()
+        for r in rows:
+            yield Notification(
+                id=r[0], originator_id=r[1], originator_version=r[2], topic=r[3], state=bytes(r[4])
+            )
+        if len(rows) < page:
+            return
+        after = rows[-1][0]
+
+
+def stored_leaves(
+    conn: psycopg.Connection[Any], page: int = 5000
+) -> Iterator[tuple[int, int, bytes]]:
+    after = -1
+    while True:
+        rows = conn.execute(
+            "SELECT leaf_index, position, hash FROM merkle_leaves WHERE leaf_index > %s"
+            " ORDER BY leaf_index LIMIT %s",
+            (after, page),
+        ).fetchall()
+        yield from ((r[0], r[1], bytes(r[2])) for r in rows)
+        if len(rows) < page:
+            return
+        after = rows[-1][0]
+
+
+def all_heads(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT tree_size, root_hash, timestamp, signature FROM tree_heads ORDER BY tree_size"
+    ).fetchall()
+    return [_as_head(r) for r in rows]
