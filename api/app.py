@@ -31,7 +31,8 @@ from api.graphql.schema import build_schema
 from api.live import Broadcaster
 from api.state import ApiState, make_pool, prepare_tables
 from ledger.application import Ledger
-from ledger.database import Database
+from ledger.database import Database, data_dir
+from ledger.signing import Signer
 from projections.positions import read_positions
 
 log = logging.getLogger("ledger.api")
@@ -137,6 +138,7 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
         pool=make_pool(database, schema, pool_size),
         executor=ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="ledger-store"),
         max_lag_events=int(os.environ.get("LEDGER_READY_MAX_LAG", "10000")),
+        public_key=Signer.from_environment(data_dir()).public_key_hex,
     )
     graphql = LedgerGraphQL(state, graphiql=os.environ.get("LEDGER_GRAPHIQL", "0") == "1")
 

@@ -30,6 +30,7 @@ class ApiState:
     pool: AsyncConnectionPool
     executor: ThreadPoolExecutor
     max_lag_events: int = 10_000
+    public_key: str = ""  # the tree-head signing key, hex
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +22,7 @@ from api.auth import create_token
 from ledger import Database, Ledger
 from projections.positions import wait_for
 from projections.runner import Projector
+from projections.sealer import Sealer
 
 
 def free_port() -> int:
@@ -68,12 +70,14 @@ class ApiServer:
 
 
 @pytest.fixture
-def server(ledger: Ledger, database: Database, schema: str) -> Iterator[ApiServer]:
+def server(ledger: Ledger, database: Database, schema: str, data_dir: Path) -> Iterator[ApiServer]:
     stop = threading.Event()
-    projector = Projector(ledger, database, schema)
-    projector.setup()
-    projector_thread = threading.Thread(target=projector.follow, args=(stop,), daemon=True)
-    projector_thread.start()
+    followers = [Projector(ledger, database, schema), Sealer(ledger, database, schema)]
+    threads = []
+    for follower in followers:
+        follower.setup()
+        threads.append(threading.Thread(target=follower.follow, args=(stop,), daemon=True))
+        threads[-1].start()
     port = free_port()
     app = create_app(database, ledger, schema)
     server = uvicorn.Server(
@@ -98,4 +102,5 @@ def server(ledger: Ledger, database: Database, schema: str) -> Iterator[ApiServe
     server.should_exit = True
     thread.join(20)
     stop.set()
-    projector_thread.join(20)
+    for t in threads:
+        t.join(20)

@@ -3,6 +3,9 @@ protection, and who may do what."""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -274,3 +277,39 @@ def test_schema_file_matches_the_code() -> None:
     assert committed.read_text() == schema.as_str() + "\n", (
         "schema.graphql is stale: run `ledger schema > schema.graphql`"
     )
+
+
+def test_tree_heads_and_proofs_for_auditors(
+    server: ApiServer, world: World, tmp_path: Path
+) -> None:
+    from ledger import proofcheck
+
+    account = world.account()
+    world.post(account)
+    auditor = server.token("auditor")
+    query = """query($p: Position!) { treeHead { treeSize rootHash publicKey }
+      inclusionProof(position: $p) { index treeSize proof document } }"""
+    position = server.ledger.head()
+    deadline = time.monotonic() + 20
+    while True:  # the sealer signs once it has caught up
+        got = server.gql(query, auditor, p=str(position))
+        if "errors" not in got:
+            break
+        assert time.monotonic() < deadline, got
+        time.sleep(0.1)
+    head = got["data"]["treeHead"]
+    assert int(head["treeSize"]) == len(list(server.ledger.read_log()))
+    proof_file = tmp_path / "proof.json"
+    proof_file.write_text(json.dumps(got["data"]["inclusionProof"]["document"]))
+    assert proofcheck.main([str(proof_file), "--public-key", head["publicKey"]]) == 0
+    consistency = server.data(
+        "query($a: Position!, $b: Position!) { consistencyProof(fromSize: $a, toSize: $b) "
+        "{ proof document } }",
+        auditor,
+        a=head["treeSize"],
+        b=head["treeSize"],
+    )
+    assert consistency["consistencyProof"]["proof"] == []
+    provider = server.token("provider", world.provider)
+    refused = server.gql("{ treeHead { treeSize } }", provider)
+    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"

@@ -21,8 +21,10 @@ from strawberry.extensions import (
 from strawberry.extensions.max_aliases import create_validator as aliases_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
 
 from api.graphql.errors import ErrorPolicy
+from api.graphql.integrity import IntegrityQuery
 from api.graphql.mutations import Mutation
 from api.graphql.queries import Query
 from api.graphql.scalars import POSITION_SCALAR, Position
@@ -48,7 +50,7 @@ def build_schema(introspection: bool | None = None) -> strawberry.Schema:
     if not introspection:
         extensions.append(DisableIntrospection)
     return strawberry.Schema(
-        query=Query,
+        query=merge_types("Query", (Query, IntegrityQuery)),
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
