@@ -26,6 +26,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 
 from api import auth
+from api.cache import ResponseCache
 from api.graphql.context import Context
 from api.graphql.schema import build_schema
 from api.live import Broadcaster
@@ -85,8 +86,12 @@ class LedgerGraphQL(GraphQL[Context, None]):
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         context = Context(state=self.state, request=request, response=response)
         if isinstance(request, Request):
-            token = auth.bearer(request.headers.get("authorization"))
-            context.principal = await authenticate(self.state, token)
+            seen = request.scope.get("state", {}).get("seen")  # from the response cache
+            if seen is not None:
+                context.principal = seen.principal
+            else:
+                token = auth.bearer(request.headers.get("authorization"))
+                context.principal = await authenticate(self.state, token)
         return context
 
 
@@ -141,6 +146,7 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
         public_key=Signer.from_environment(data_dir()).public_key_hex,
     )
     graphql = LedgerGraphQL(state, graphiql=os.environ.get("LEDGER_GRAPHIQL", "0") == "1")
+    cache = state.extras["cache"] = ResponseCache(graphql, state)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -178,7 +184,7 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/graphql", cache, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ],
         middleware=[Middleware(BodyLimit)],

@@ -313,3 +313,22 @@ def test_tree_heads_and_proofs_for_auditors(
     provider = server.token("provider", world.provider)
     refused = server.gql("{ treeHead { treeSize } }", provider)
     assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+def test_repeated_reads_are_cached_until_the_projections_move(
+    server: ApiServer, world: World
+) -> None:
+    account = world.account()
+    server.settle()
+    token = server.token("regulator")
+    query = "query($id: ID!) { account(id: $id) { postCount } }"
+    cache = server.state.extras["cache"]
+    assert server.data(query, token, id=str(account))["account"] == {"postCount": 0}
+    hits = cache.hits
+    assert server.data(query, token, id=str(account))["account"] == {"postCount": 0}
+    assert cache.hits == hits + 1
+    world.post(account)
+    server.settle()
+    assert server.data(query, token, id=str(account))["account"] == {"postCount": 1}
+    other = server.token("provider", world.rival)  # another principal: its own entry
+    assert server.data(query, other, id=str(account))["account"] is None
