@@ -147,6 +147,7 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
     )
     graphql = LedgerGraphQL(state, graphiql=os.environ.get("LEDGER_GRAPHIQL", "0") == "1")
     cache = state.extras["cache"] = ResponseCache(graphql, state)
+    cache_on = os.environ.get("LEDGER_RESPONSE_CACHE", "1") == "1"
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -184,7 +185,7 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/graphql", cache, methods=["GET", "POST"]),
+            Route("/graphql", cache if cache_on else graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ],
         middleware=[Middleware(BodyLimit)],
