@@ -14,6 +14,7 @@ made anew with backoff; the positions say where to resume.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -29,7 +30,7 @@ from ledger.application import Ledger
 from ledger.database import Database, one_line
 from ledger.log import LoggedEvent
 from projections import positions
-from projections.base import Projection
+from projections.base import Projection, Statement
 from projections.registry import resolve
 
 log = logging.getLogger("ledger.projector")
@@ -195,19 +196,25 @@ class Projector:
         at: dict[str, int],
         cap: dict[str, int],
     ) -> None:
+        # Statements are grouped by projection, in dependency order (a projection reads
+        # only rows its dependencies wrote for earlier or the same events), and runs of
+        # one statement go out as one executemany.
         ruleset = self.ledger.ruleset
         mapper = self.ledger.mapper
+        statements: dict[str, list[Statement]] = {p.name: [] for p in active}
+        for n in page:
+            wanting = [
+                p for p in active if at[p.name] < n.id <= cap[p.name] and n.topic in p.handlers
+            ]
+            if not wanting:
+                continue
+            event = LoggedEvent.from_notification(n, mapper.to_domain_event(n))
+            for p in wanting:
+                statements[p.name].extend(p.statements(event, ruleset))
         with conn.pipeline(), conn.cursor() as cur:
-            for n in page:
-                wanting = [
-                    p for p in active if at[p.name] < n.id <= cap[p.name] and n.topic in p.handlers
-                ]
-                if not wanting:
-                    continue
-                event = LoggedEvent.from_notification(n, mapper.to_domain_event(n))
-                for p in wanting:
-                    for query, params in p.statements(event, ruleset):
-                        cur.execute(query, params)  # type: ignore[arg-type]
+            for p in active:
+                for query, group in itertools.groupby(statements[p.name], key=lambda s: s[0]):
+                    cur.executemany(query, [params for _, params in group])  # type: ignore[arg-type]
 
     def catch_up(
         self,
