@@ -332,3 +332,22 @@ def test_repeated_reads_are_cached_until_the_projections_move(
     assert server.data(query, token, id=str(account))["account"] == {"postCount": 1}
     other = server.token("provider", world.rival)  # another principal: its own entry
     assert server.data(query, other, id=str(account))["account"] is None
+
+
+def test_nested_accounts_and_posts_load_in_batches(server: ApiServer, world: World) -> None:
+    accounts = [world.account(handle=f"n{i}") for i in range(3)]
+    for a in accounts:
+        world.sanction(a, "warning")
+        world.post(a)
+    server.settle()
+    token = server.token("regulator")
+    got = server.data("{ sanctions(first: 10) { edges { node { account { handle } } } } }", token)[
+        "sanctions"
+    ]["edges"]
+    assert [e["node"]["account"]["handle"] for e in got] == ["n0", "n1", "n2"]
+    post = world.post(accounts[0])
+    server.settle()
+    nested = server.data(
+        "query($id: ID!) { post(id: $id) { account { handle postCount } } }", token, id=str(post)
+    )
+    assert nested["post"]["account"] == {"handle": "n0", "postCount": 2}

@@ -154,6 +154,10 @@ class Sanction:
     appeal_reason: str | None
     position: Position  # type: ignore[valid-type]
 
+    @strawberry.field(description="The sanctioned account (batched per request).")
+    async def account(self, info: strawberry.Info) -> Account | None:
+        return await _account(info, self.account_id)
+
     @classmethod
     def of(cls, r: dict[str, Any]) -> Sanction:
         return cls(
@@ -224,6 +228,10 @@ class Post:
     removal_reason: str | None
     position: Position  # type: ignore[valid-type]
 
+    @strawberry.field(description="The account that published it (batched per request).")
+    async def account(self, info: strawberry.Info) -> Account | None:
+        return await _account(info, self.account_id)
+
     @classmethod
     def of(cls, r: dict[str, Any]) -> Post:
         return cls(
@@ -258,6 +266,17 @@ class FlaggedPost:
     removed: bool
     removed_at: datetime | None
     position: Position  # type: ignore[valid-type]
+
+    @strawberry.field(description="The post (batched per request).")
+    async def post(self, info: strawberry.Info) -> Post | None:
+        from api.graphql.loaders import post_loader
+
+        row = await post_loader(info.context).load(UUID(self.post_id))
+        return Post.of(row) if row else None
+
+    @strawberry.field(description="The account (batched per request).")
+    async def account(self, info: strawberry.Info) -> Account | None:
+        return await _account(info, self.account_id)
 
     @classmethod
     def of(cls, r: dict[str, Any]) -> FlaggedPost:
@@ -362,6 +381,13 @@ class ProjectionLag:
 class LedgerStatus:
     head: Position  # type: ignore[valid-type]
     projections: list[ProjectionLag]
+
+
+async def _account(info: strawberry.Info, account_id: str) -> Account | None:
+    from api.graphql.loaders import account_loader
+
+    row = await account_loader(info.context).load(UUID(account_id))
+    return Account.of(row) if row else None
 
 
 def uuid_or_none(value: str | None) -> UUID | None:
