@@ -388,12 +388,3 @@ async def _account(info: strawberry.Info, account_id: str) -> Account | None:
 
     row = await account_loader(info.context).load(UUID(account_id))
     return Account.of(row) if row else None
-
-
-def uuid_or_none(value: str | None) -> UUID | None:
-    if value is None:
-        return None
-    try:
-        return UUID(str(value))
-    except ValueError:
-        return None
