@@ -52,8 +52,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import hashlib
-import itertools
 import json
 import os
 import queue
@@ -68,7 +66,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,7 +75,6 @@ from uuid import UUID
 
 import uvicorn
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -86,18 +83,15 @@ from starlette.routing import Route
 from api.auth import create_token, revoke_token
 from api.graphql.queries import ACCOUNT_SELECT
 from api.state import make_pool
-from ledger import Actor, Database, Ledger, Role
-from ledger import commands as c
-from ledger.demo import PROVIDERS, DemoClock, run_demo
-from ledger.domain import ids
+from bench import common
+from bench.common import Progress, fixed_key, load_demo, log, quantile, server_name, server_version
+from ledger import Database, Ledger
 from ledger.vault import Vault
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRAPHILE_DIR = Path(__file__).resolve().parent / "postgraphile"
 SCHEMA = "bench_api"
-MARKER = "bench_dataset"  # a table in the schema, written once the data set is complete
-# A fixed key: a kept data set stays readable, and its idempotency records consistent.
-VAULT_KEY = hashlib.sha256(b"bench.api").digest()
+VAULT_KEY = fixed_key("bench.api")
 POOL_SIZE = 10  # the API's: LEDGER_POOL_SIZE (5) * 2; PostGraphile's default is 10 too
 CONCURRENCY = (1, 16, 64)
 PAGE = 100
@@ -127,45 +121,23 @@ SUBSCRIPTION = (
 )
 
 
-def vault() -> Vault:
-    return Vault(VAULT_KEY)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def quantile(values: Sequence[float], q: int) -> float:
-    """The q-th percentile (inclusive method; a single value is its own percentile)."""
-    return statistics.quantiles(list(values) * 2, n=100, method="inclusive")[q - 1]
-
-
 # ----- the data set ------------------------------------------------------------------
-
-
-def loaded_accounts(db: Database, schema: str) -> int | None:
-    """The demo size of the complete data set in `schema`, or None."""
-    with db.connect() as conn:
-        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{schema}.{MARKER}"]).fetchone()
-        if not (row and row[0]):
-            return None
-        row = conn.execute(
-            sql.SQL("SELECT accounts FROM {}").format(sql.Identifier(schema, MARKER))
-        ).fetchone()
-    return int(row[0]) if row else None
 
 
 def prepare(db: Database, schema: str, accounts: int) -> None:
     """The demo in `schema` with every projection at the head: loaded and rebuilt unless a
     complete data set of that size is there already, then caught up."""
-    from bench.projections import Progress
     from projections.rebuild import rebuild
     from projections.registry import resolve
     from projections.runner import Projector
 
-    if loaded_accounts(db, schema) == accounts:
-        log(f"reusing the data set in schema {schema}")
-        ledger = Ledger.open(db, schema, vault=vault())
+    def rebuilt(ledger: Ledger) -> None:
+        progress = Progress("rebuild, events")
+        rebuild(ledger, db, resolve(), schema, progress)
+        progress.close()
+
+    if load_demo(db, schema, accounts, VAULT_KEY, then=rebuilt):
+        ledger = Ledger.open(db, schema, vault=Vault(VAULT_KEY))
         projector = Projector(ledger, db)
         try:
             projector.setup()
@@ -173,35 +145,6 @@ def prepare(db: Database, schema: str, accounts: int) -> None:
         finally:
             projector.close()
             ledger.close()
-        return
-    db.drop_schema(schema)  # another size, or an interrupted load: start again
-    ledger = Ledger.open(db, schema, clock=DemoClock(accounts, seed=7), vault=vault())
-    try:
-        log(f"loading the demo data set, {accounts} accounts, into schema {schema}")
-        progress = Progress("accounts")
-        started = time.perf_counter()
-        commands = run_demo(ledger.submit, ledger.ruleset, accounts, progress)
-        progress.close()
-        log(
-            f"loaded {commands} commands, {ledger.head()} events in "
-            f"{time.perf_counter() - started:.0f} s"
-        )
-        progress = Progress("rebuild, events")
-        rebuild(ledger, db, resolve(), schema, progress)
-        progress.close()
-    finally:
-        ledger.close()
-    with db.connect() as conn:
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE {} (accounts int NOT NULL, loaded_at timestamptz"
-                " NOT NULL DEFAULT now())"
-            ).format(sql.Identifier(schema, MARKER))
-        )
-        conn.execute(
-            sql.SQL("INSERT INTO {} (accounts) VALUES (%s)").format(sql.Identifier(schema, MARKER)),
-            [accounts],
-        )
 
 
 def busiest_account(db: Database, schema: str) -> tuple[UUID, int]:
@@ -219,14 +162,12 @@ def busiest_account(db: Database, schema: str) -> tuple[UUID, int]:
 
 def data_set_size(db: Database, schema: str) -> tuple[int, str]:
     """(events in the log, the server's version)."""
-    ledger = Ledger.open(db, schema, vault=vault())
+    ledger = Ledger.open(db, schema, vault=Vault(VAULT_KEY))
     try:
         head = ledger.head()
     finally:
         ledger.close()
-    with db.connect() as conn:
-        version = conn.execute("SHOW server_version").fetchone()
-    return head, (str(version[0]) if version else "?")
+    return head, server_version(db)
 
 
 # ----- the servers ---------------------------------------------------------------------
@@ -601,62 +542,16 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> Run:
 # ----- subscriptions -------------------------------------------------------------------
 
 
-class Writer:
+class Writer(common.Writer):
     """A fresh account (registered, verified, signed, approved) under a demo provider, and
     posts for it."""
 
     def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self.run_id = uuid.uuid4().hex[:8]
-        self.serial = itertools.count()
-        code = PROVIDERS[0][0]
-        self.ops = Actor(f"{code}-compliance", Role.PROVIDER, ids.provider_id(code))
-        value = self.run(
-            c.RegisterAccount,
-            provider_id=self.ops.provider_id,
-            handle=f"bench-api-{self.run_id}",
-            kind="public",
-            category="enterprise",
-        )
-        self.account = UUID(value["account_id"])
-        agreement = ledger.ruleset.agreement
-        self.run(
-            c.VerifyIdentity,
-            account_id=self.account,
-            real_name="Li Lei",
-            id_number="110101199003070011",
-            method="id_card",
-        )
-        self.run(
-            c.SignAgreement,
-            account_id=self.account,
-            agreement_id=agreement.id,
-            version=agreement.version,
-            text_sha256=agreement.sha256,
-            baselines=agreement.baselines,
-        )
-        self.run(c.ReviewAccount, account_id=self.account, outcome="approved", reason="ok")
-
-    def key(self) -> str:
-        return f"bench-api:{self.run_id}:{next(self.serial)}"
-
-    def run(self, command: type[c.Command], **args: Any) -> dict[str, Any]:
-        return self.ledger.execute(
-            command(actor=self.ops, idempotency_key=self.key(), **args)
-        ).value
+        super().__init__(ledger, 1, prefix="bench-api")
 
     def publish(self) -> tuple[int, float, float]:
         """Publish one post: (its log position, when `execute` was called and returned)."""
-        key = self.key()
-        command = c.PublishPost(
-            actor=self.ops,
-            idempotency_key=key,
-            account_id=self.account,
-            ref=key,
-            origin="original",
-            category="other",
-            content_sha256=hashlib.sha256(key.encode()).hexdigest(),
-        )
+        command = self.post(self.accounts[0])
         called = time.monotonic()
         result = self.ledger.execute(command)
         returned = time.monotonic()
@@ -786,7 +681,7 @@ def subscriptions(
     args: argparse.Namespace, db: Database, schema: str, token: str, tmp: Path
 ) -> Deliveries:
     server = start_ledger(db, schema, tmp, projector=True)
-    ledger = Ledger.open(db, schema, vault=vault())
+    ledger = Ledger.open(db, schema, vault=Vault(VAULT_KEY))
     child: subprocess.Popen[str] | None = None
     try:
         writer = Writer(ledger)
@@ -942,11 +837,9 @@ def report(
     live: Deliveries | None,
     live_error: str | None,
 ) -> None:
-    params = conninfo_to_dict(db.conninfo)
-    server = "embedded" if db.embedded else f"{params.get('host')}:{params.get('port')}"
     events, version = data_set_size(db, schema)
     print(
-        f"API read benchmark - PostgreSQL {version} {server}, schema {schema}: {events} "
+        f"API read benchmark - PostgreSQL {version} {server_name(db)}, schema {schema}: {events} "
         f"events ({args.accounts} demo accounts)"
     )
     print(

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import itertools
 import os
 import statistics
@@ -41,8 +40,8 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
+from bench.common import approved_account, publish_post, quantiles, server_name
 from ledger import Actor, Database, Ledger, Role
 from ledger import commands as c
 from ledger.vault import Vault
@@ -64,57 +63,25 @@ class Publisher:
         self.ops = Actor("bench-ops", Role.PROVIDER, UUID(provider))
         self.accounts = [self._account() for _ in range(accounts)]
 
-    def run(self, command: type[c.Command], actor: Actor, **args: Any) -> dict[str, Any]:
+    def run(
+        self, command: type[c.Command], actor: Actor | None = None, **args: Any
+    ) -> dict[str, Any]:
+        """Execute `command` as `actor` (default: the provider's operator); its value."""
         key = f"k{next(self.serial)}"
+        actor = actor or self.ops
         return self.ledger.execute(command(actor=actor, idempotency_key=key, **args)).value
 
     def _account(self) -> UUID:
-        value = self.run(
-            c.RegisterAccount,
-            self.ops,
-            provider_id=self.ops.provider_id,
-            handle=f"bench{next(self.serial)}",
-            kind="public",
-            category="enterprise",
-        )
-        account = UUID(value["account_id"])
+        handle = f"bench{next(self.serial)}"
         agreement = self.ledger.ruleset.agreement
-        self.run(
-            c.VerifyIdentity,
-            self.ops,
-            account_id=account,
-            real_name="Li Lei",
-            id_number="110101199003070011",
-            method="id_card",
-        )
-        self.run(
-            c.SignAgreement,
-            self.ops,
-            account_id=account,
-            agreement_id=agreement.id,
-            version=agreement.version,
-            text_sha256=agreement.sha256,
-            baselines=agreement.baselines,
-        )
-        self.run(c.ReviewAccount, self.ops, account_id=account, outcome="approved", reason="ok")
-        return account
+        return approved_account(self.run, self.ops, agreement, handle)
 
     def commands(self, n: int) -> list[c.Command]:
         out: list[c.Command] = []
         for _ in range(n):
             i = next(self.serial)
-            ref = f"post-{i}"
-            out.append(
-                c.PublishPost(
-                    actor=self.ops,
-                    idempotency_key=f"k{i}",
-                    account_id=self.accounts[i % len(self.accounts)],
-                    ref=ref,
-                    origin="original",
-                    category="other",
-                    content_sha256=hashlib.sha256(ref.encode()).hexdigest(),
-                )
-            )
+            account = self.accounts[i % len(self.accounts)]
+            out.append(publish_post(self.ops, f"k{i}", account, f"post-{i}"))
         return out
 
 
@@ -224,9 +191,7 @@ def benchmark(args: argparse.Namespace, db: Database, schema: str) -> None:
                     lat[key].extend(latencies)
         state_size, events = mean_state_size(db, ledger, start)
 
-    params = conninfo_to_dict(db.conninfo)
-    server = "embedded" if db.embedded else f"{params.get('host')}:{params.get('port')}"
-    print(f"PublishPost append benchmark - PostgreSQL {server}, schema {schema}")
+    print(f"PublishPost append benchmark - PostgreSQL {server_name(db)}, schema {schema}")
     print(
         f"{args.repeats} repeats x {n} commands each; {ACCOUNTS} accounts; raw payload "
         f"{round(payload)} B (ledger state: {state_size:.0f} B mean over {events} events)\n"
@@ -244,7 +209,7 @@ def benchmark(args: argparse.Namespace, db: Database, schema: str) -> None:
         print(f"{label:<24}{cell(a):>18}{cell(b):>22}{ratio:>12.2f}")
     print(f"\n{'(a) latency':<24}{'p50 ms':>18}{'p99 ms':>22}")
     for label, key in (("ledger execute", "la"), ("raw transaction", "ra")):
-        q = statistics.quantiles(lat[key] * 2, n=100, method="inclusive")  # * 2: n may be 1
+        q = quantiles(lat[key])
         print(f"{label:<24}{q[49] * 1000:>18.2f}{q[98] * 1000:>22.2f}")
 
 

@@ -48,32 +48,43 @@ generated for the run (no key file is read or written).
 from __future__ import annotations
 
 import argparse
-import bisect
 import contextlib
 import hashlib
-import itertools
 import random
 import statistics
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import Notification
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
-from ledger import Actor, Database, Ledger, Role
+from bench.common import (
+    LIVE_ACCOUNTS,
+    PositionWatch,
+    Seen,
+    Writer,
+    Written,
+    events_per_second,
+    events_query,
+    fixed_key,
+    load_demo,
+    log,
+    notification,
+    paced,
+    pages,
+    quantiles,
+    server_name,
+    server_version,
+)
+from ledger import Database, Ledger
 from ledger import commands as c
-from ledger.demo import PROVIDERS, DemoClock, run_demo
-from ledger.domain import ids
 from ledger.merkle import DictNodeStore, MerkleTree, root
 from ledger.proofcheck import (
     event_leaf_data,
@@ -95,24 +106,9 @@ from projections.sealer import DDL, Sealer, leaf_of
 
 PAGE = 1000  # the sealer's page (projections.runner.PAGE_SIZE)
 VERIFY_PAGE = 5000  # the page of stored_events / stored_leaves
-# A fixed key: a kept data set stays readable, and its idempotency records consistent.
-VAULT_KEY = hashlib.sha256(b"bench.integrity").digest()
-LIVE_ACCOUNTS = 20
-MARKER = "bench_dataset"  # a table in the data schema, written once the demo is loaded
-SEED = 7
+VAULT_KEY = fixed_key("bench.integrity")
+SEED = 7  # of the proofs' random choices
 SELECTS = 5  # primary-key SELECTs timed after each proof
-
-
-def vault() -> Vault:
-    return Vault(VAULT_KEY)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def quantiles(values: Sequence[float]) -> list[float]:
-    return statistics.quantiles(list(values) * 2, n=100, method="inclusive")  # * 2: n may be 1
 
 
 def connect(db: Database, schema: str) -> psycopg.Connection[Any]:
@@ -121,87 +117,7 @@ def connect(db: Database, schema: str) -> psycopg.Connection[Any]:
     return conn
 
 
-class Progress:
-    """A progress line on stderr, redrawn at most a few times a second."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.started = time.perf_counter()
-        self.shown = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if now - self.shown < 0.5 and done < total:
-            return
-        self.shown = now
-        elapsed = now - self.started
-        eta = elapsed * (total - done) / done if done else 0.0
-        print(
-            f"\r  {self.what}: {done}/{total} ({elapsed:.0f} s, ~{eta:.0f} s left)   ",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def close(self) -> None:
-        print(file=sys.stderr, flush=True)
-
-
-# ----- the data set ------------------------------------------------------------------
-
-
-def loaded(db: Database, schema: str) -> bool:
-    with db.connect() as conn:
-        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{schema}.{MARKER}"]).fetchone()
-    return bool(row and row[0])
-
-
-def load(db: Database, schema: str, accounts: int) -> None:
-    """The demo data set in `schema`, loaded unless a complete one is there already."""
-    if loaded(db, schema):
-        log(f"reusing the data set in schema {schema}")
-        return
-    db.drop_schema(schema)  # an interrupted load: start again
-    ledger = Ledger.open(db, schema, clock=DemoClock(accounts, seed=SEED), vault=vault())
-    try:
-        log(f"loading the demo data set, {accounts} accounts, into schema {schema}")
-        progress = Progress("accounts")
-        started = time.perf_counter()
-        commands = run_demo(ledger.submit, ledger.ruleset, accounts, progress)
-        progress.close()
-        seconds = time.perf_counter() - started
-        log(f"loaded {commands} commands, {ledger.head()} events in {seconds:.0f} s")
-    finally:
-        ledger.close()
-    with db.connect() as conn:
-        marker = sql.Identifier(schema, MARKER)
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE {} (accounts int NOT NULL, loaded_at timestamptz"
-                " NOT NULL DEFAULT now())"
-            ).format(marker)
-        )
-        conn.execute(sql.SQL("INSERT INTO {} (accounts) VALUES (%s)").format(marker), [accounts])
-
-
 # ----- 1 and 4: sealing and verification -----------------------------------------------
-
-
-def pages(
-    conn: psycopg.Connection[Any], query: sql.SQL | sql.Composed, page: int
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Rows of `query` (keyed on its first column, `> %s ... LIMIT %s`), a page at a time."""
-    after = -1
-    while rows := conn.execute(query, (after, page)).fetchall():
-        yield rows
-        after = rows[-1][0]
-
-
-def events_query(events_table: sql.Composable) -> sql.Composed:
-    return sql.SQL(
-        "SELECT notification_id, originator_id, originator_version, topic, state FROM {}"
-        " WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-    ).format(events_table)
 
 
 LEAVES_QUERY = sql.SQL(
@@ -279,12 +195,6 @@ def heads_count(conn: psycopg.Connection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-def events_per_second(run: Callable[[], int]) -> tuple[float, int]:
-    start = time.perf_counter()
-    n = run()
-    return n / (time.perf_counter() - start), n
-
-
 @dataclass(frozen=True)
 class Catchup:
     events: int
@@ -305,12 +215,7 @@ def catch_up(
     with contextlib.ExitStack() as cleanup:
         conn = cleanup.enter_context(connect(db, seal_schema))
         rows = [r for page in pages(conn, events_query(table), PAGE) for r in page]
-        events = [
-            Notification(
-                id=r[0], originator_id=r[1], originator_version=r[2], topic=r[3], state=bytes(r[4])
-            )
-            for r in rows
-        ]
+        events = [notification(r) for r in rows]
         data = [
             event_leaf_data(n.id, str(n.originator_id), n.originator_version, n.topic, n.state)
             for n in events
@@ -341,173 +246,6 @@ def catch_up(
 
 
 # ----- 2: live lag -----------------------------------------------------------------------
-
-
-class Writer:
-    """Accounts registered, verified, signed and approved for this run under a demo
-    provider, and a stream of new posts on them, round-robin."""
-
-    def __init__(self, ledger: Ledger, accounts: int = LIVE_ACCOUNTS) -> None:
-        self.ledger = ledger
-        self.run_id = uuid.uuid4().hex[:8]
-        self.serial = itertools.count()
-        code = PROVIDERS[0][0]
-        self.ops = Actor(f"{code}-compliance", Role.PROVIDER, ids.provider_id(code))
-        self.accounts = [self._account() for _ in range(accounts)]
-
-    def key(self) -> str:
-        return f"bench:{self.run_id}:{next(self.serial)}"
-
-    def run(self, command: type[c.Command], **args: Any) -> dict[str, Any]:
-        return self.ledger.execute(
-            command(actor=self.ops, idempotency_key=self.key(), **args)
-        ).value
-
-    def _account(self) -> UUID:
-        value = self.run(
-            c.RegisterAccount,
-            provider_id=self.ops.provider_id,
-            handle=f"bench-{self.run_id}-{next(self.serial)}",
-            kind="public",
-            category="enterprise",
-        )
-        account = UUID(value["account_id"])
-        agreement = self.ledger.ruleset.agreement
-        self.run(
-            c.VerifyIdentity,
-            account_id=account,
-            real_name="Li Lei",
-            id_number="110101199003070011",
-            method="id_card",
-        )
-        self.run(
-            c.SignAgreement,
-            account_id=account,
-            agreement_id=agreement.id,
-            version=agreement.version,
-            text_sha256=agreement.sha256,
-            baselines=agreement.baselines,
-        )
-        self.run(c.ReviewAccount, account_id=account, outcome="approved", reason="ok")
-        return account
-
-    def commands(self, n: int) -> list[c.Command]:
-        out: list[c.Command] = []
-        for _ in range(n):
-            key = self.key()
-            out.append(
-                c.PublishPost(
-                    actor=self.ops,
-                    idempotency_key=key,
-                    account_id=self.accounts[len(out) % len(self.accounts)],
-                    ref=key,
-                    origin="original",
-                    category="other",
-                    content_sha256=hashlib.sha256(key.encode()).hexdigest(),
-                )
-            )
-        return out
-
-
-@dataclass(frozen=True)
-class Written:
-    committed: float  # perf_counter when `execute` returned
-    latency: float  # seconds in `execute`
-    position: int  # the log position of the command's last event
-
-
-def paced(
-    ledger: Ledger, streams: Sequence[Sequence[c.Command]], rate: float
-) -> tuple[list[Written], float, float]:
-    """Execute the streams, a thread each, on one fixed schedule of `rate` commands a second
-    in all (a late command goes at once); return each command's timing, the rate achieved
-    and the start of the schedule."""
-    w = len(streams)
-    done: list[list[Written]] = [[] for _ in streams]
-    failed: list[BaseException] = []
-    start = time.perf_counter() + 0.01
-
-    def work(k: int) -> None:
-        try:
-            for i, cmd in enumerate(streams[k]):
-                delay = start + (i * w + k) / rate - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                t = time.perf_counter()
-                result = ledger.execute(cmd)
-                end = time.perf_counter()
-                assert result.position is not None and not result.replayed
-                done[k].append(Written(end, end - t, result.position))
-        except BaseException as e:
-            failed.append(e)
-
-    threads = [threading.Thread(target=work, args=(k,), name=f"writer-{k}") for k in range(w)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failed:
-        raise failed[0]
-    written = sorted(itertools.chain.from_iterable(done), key=lambda x: x.position)
-    return written, len(written) / (max(x.committed for x in written) - start), start
-
-
-class Seen(threading.Thread):
-    """A thread that watches a position grow; keeps (time seen, position) at each change."""
-
-    def __init__(self, db: Database, name: str) -> None:
-        super().__init__(name=name, daemon=True)
-        self.db = db
-        self.times: list[float] = []
-        self.positions: list[int] = []
-        self.checks = 0
-        self.span = (0.0, 0.0)
-        self.stop = threading.Event()
-        self.ready = threading.Event()
-
-    def record(self, position: int) -> None:
-        seen = time.perf_counter()
-        self.checks += 1
-        if not self.positions or position > self.positions[-1]:
-            self.times.append(seen)
-            self.positions.append(position)
-
-    def reached(self) -> int:
-        return self.positions[-1] if self.positions else 0
-
-    def mean_interval(self) -> float:
-        return (self.span[1] - self.span[0]) / max(self.checks, 1)
-
-    def lag(self, w: Written) -> float | None:
-        """Seconds from a commit to the first check that saw its position (None: never)."""
-        i = bisect.bisect_left(self.positions, w.position)
-        return max(0.0, self.times[i] - w.committed) if i < len(self.times) else None
-
-    def wait_for(self, position: int, timeout: float = 30) -> None:
-        deadline = time.perf_counter() + timeout
-        while self.reached() < position and time.perf_counter() < deadline and self.is_alive():
-            time.sleep(0.01)
-
-
-class PositionWatch(Seen):
-    """Polls the sealer's position every `interval` seconds."""
-
-    def __init__(self, db: Database, schema: str, interval: float) -> None:
-        super().__init__(db, "position-watch")
-        self.interval = interval
-        self.query = sql.SQL("SELECT position FROM {} WHERE name = 'merkle'").format(
-            sql.Identifier(schema, "projection_positions")
-        )
-
-    def run(self) -> None:
-        with self.db.connect(autocommit=True) as conn:
-            started = time.perf_counter()
-            self.ready.set()
-            while not self.stop.is_set():
-                row = conn.execute(self.query, prepare=True).fetchone()
-                self.record(int(row[0]) if row else 0)
-                time.sleep(self.interval)
-            self.span = (started, time.perf_counter())
 
 
 class HeadListener(Seen):
@@ -596,7 +334,7 @@ def live(
             ready.set()
 
     follower = threading.Thread(target=follow, name="sealer", daemon=True)
-    watch = PositionWatch(db, seal_schema, args.poll_ms / 1000)
+    watch = PositionWatch(db, seal_schema, args.poll_ms / 1000, "merkle")
     follower.start()
     with connect(db, seal_schema) as conn:
         try:
@@ -817,9 +555,9 @@ def proofs(args: argparse.Namespace, db: Database, schema: str) -> Proofs:
 def benchmark(
     args: argparse.Namespace, db: Database, schema: str, seal_schema: str, tree_schema: str
 ) -> None:
-    load(db, schema, args.accounts)
+    load_demo(db, schema, args.accounts, VAULT_KEY)
     with contextlib.ExitStack() as cleanup:
-        ledger = Ledger.open(db, schema, vault=vault())
+        ledger = Ledger.open(db, schema, vault=Vault(VAULT_KEY))
         cleanup.callback(ledger.close)
         signer = Signer(Ed25519PrivateKey.generate())
         sealer = Sealer(ledger, db, seal_schema, signer=signer)
@@ -829,12 +567,9 @@ def benchmark(
         following = live(args, db, ledger, sealer, seal_schema)
     proving = proofs(args, db, tree_schema)
 
-    params = conninfo_to_dict(db.conninfo)
-    server = "embedded" if db.embedded else f"{params.get('host')}:{params.get('port')}"
-    with db.connect() as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    version = row[0] if row else "?"
-    print(f"Integrity benchmark - PostgreSQL {version} {server}, schema {schema}")
+    print(
+        f"Integrity benchmark - PostgreSQL {server_version(db)} {server_name(db)}, schema {schema}"
+    )
     print(
         f"{sealing.events} events ({args.accounts} demo accounts), leaf data "
         f"{sealing.leaf_bytes:.0f} B mean; {args.repeats} repeats, interleaved\n"

@@ -31,28 +31,39 @@ single-process deployment; `ledger project` runs it in a process of its own.
 from __future__ import annotations
 
 import argparse
-import bisect
 import contextlib
-import hashlib
 import itertools
 import statistics
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import Notification
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
-from ledger import Actor, Database, Ledger, Role
+from bench import common
+from bench.common import (
+    LIVE_ACCOUNTS,
+    PositionWatch,
+    Progress,
+    events_per_second,
+    events_query,
+    fixed_key,
+    load_demo,
+    log,
+    notification,
+    paced,
+    pages,
+    quantiles,
+    server_name,
+    server_version,
+)
+from ledger import Database, Ledger
 from ledger import commands as c
-from ledger.demo import PROVIDERS, DemoClock, run_demo
 from ledger.domain import ids
 from ledger.vault import Vault
 from projections.base import Projection
@@ -61,84 +72,10 @@ from projections.registry import resolve
 from projections.runner import Projector
 
 PAGE = 1000
-# A fixed key: a kept data set stays readable, and its idempotency records consistent.
-VAULT_KEY = hashlib.sha256(b"bench.projections").digest()
-LIVE_ACCOUNTS = 20
-MARKER = "bench_dataset"  # a table in the data schema, written once the demo is loaded
-
-
-def vault() -> Vault:
-    return Vault(VAULT_KEY)
-
-
-class Progress:
-    """A progress line on stderr, redrawn at most a few times a second."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.started = time.perf_counter()
-        self.shown = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if now - self.shown < 0.5 and done < total:
-            return
-        self.shown = now
-        elapsed = now - self.started
-        eta = elapsed * (total - done) / done if done else 0.0
-        print(
-            f"\r  {self.what}: {done}/{total} ({elapsed:.0f} s, ~{eta:.0f} s left)   ",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def close(self) -> None:
-        print(file=sys.stderr, flush=True)
+VAULT_KEY = fixed_key("bench.projections")
 
 
 # ----- the data set ------------------------------------------------------------------
-
-
-def loaded(db: Database, schema: str) -> bool:
-    with db.connect() as conn:
-        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{schema}.{MARKER}"]).fetchone()
-    return bool(row and row[0])
-
-
-def load(db: Database, schema: str, accounts: int) -> None:
-    """The demo data set in `schema`, loaded unless a complete one is there already."""
-    if loaded(db, schema):
-        print(f"reusing the data set in schema {schema}", file=sys.stderr)
-        return
-    db.drop_schema(schema)  # an interrupted load: start again
-    ledger = Ledger.open(db, schema, clock=DemoClock(accounts, seed=7), vault=vault())
-    try:
-        print(
-            f"loading the demo data set, {accounts} accounts, into schema {schema}", file=sys.stderr
-        )
-        progress = Progress("accounts")
-        started = time.perf_counter()
-        commands = run_demo(ledger.submit, ledger.ruleset, accounts, progress)
-        progress.close()
-        seconds = time.perf_counter() - started
-        print(
-            f"loaded {commands} commands, {ledger.head()} events in {seconds:.0f} s",
-            file=sys.stderr,
-        )
-    finally:
-        ledger.close()
-    with db.connect() as conn:
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE {} (accounts int NOT NULL, loaded_at timestamptz"
-                " NOT NULL DEFAULT now())"
-            ).format(sql.Identifier(schema, MARKER))
-        )
-        conn.execute(
-            sql.SQL("INSERT INTO {} (accounts) VALUES (%s)").format(sql.Identifier(schema, MARKER)),
-            [accounts],
-        )
 
 
 def topics(db: Database, ledger: Ledger) -> dict[str, int]:
@@ -154,37 +91,15 @@ def topics(db: Database, ledger: Ledger) -> dict[str, int]:
 # ----- catch-up ------------------------------------------------------------------------
 
 
-def pages(
-    conn: psycopg.Connection[Any], events_table: sql.Identifier
-) -> Iterator[list[tuple[Any, ...]]]:
-    """The whole log, a page of rows at a time."""
-    query = sql.SQL(
-        "SELECT notification_id, originator_id, originator_version, topic, state FROM {}"
-        " WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-    ).format(events_table)
-    after = 0
-    while rows := conn.execute(query, (after, PAGE)).fetchall():
-        yield rows
-        after = rows[-1][0]
-
-
 def read_raw(conn: psycopg.Connection[Any], ledger: Ledger) -> int:
-    return sum(len(rows) for rows in pages(conn, ledger.store.events_table))
+    return sum(len(rows) for rows in pages(conn, events_query(ledger.store.events_table), PAGE))
 
 
 def read_decode(conn: psycopg.Connection[Any], ledger: Ledger) -> int:
     mapper, n = ledger.mapper, 0
-    for rows in pages(conn, ledger.store.events_table):
+    for rows in pages(conn, events_query(ledger.store.events_table), PAGE):
         for r in rows:
-            mapper.to_domain_event(
-                Notification(
-                    id=r[0],
-                    originator_id=r[1],
-                    originator_version=r[2],
-                    topic=r[3],
-                    state=bytes(r[4]),
-                )
-            )
+            mapper.to_domain_event(notification(r))
         n += len(rows)
     return n
 
@@ -197,83 +112,25 @@ def project(db: Database, ledger: Ledger, chosen: Sequence[Projection], schema: 
         progress.close()
 
 
-def events_per_second(run: Callable[[], int]) -> tuple[float, int]:
-    start = time.perf_counter()
-    n = run()
-    return n / (time.perf_counter() - start), n
-
-
 # ----- live lag ------------------------------------------------------------------------
 
 
-class Writer:
+class Writer(common.Writer):
     """Accounts registered for this run under a demo provider, and a stream of commands
     for them: a new post, then more reach on an earlier one, and so on."""
 
     def __init__(self, ledger: Ledger, accounts: int = LIVE_ACCOUNTS) -> None:
-        self.ledger = ledger
-        self.run_id = uuid.uuid4().hex[:8]
-        self.serial = itertools.count()
-        code = PROVIDERS[0][0]
-        self.ops = Actor(f"{code}-compliance", Role.PROVIDER, ids.provider_id(code))
-        self.accounts = [self._account() for _ in range(accounts)]
+        super().__init__(ledger, accounts)
         self.views: dict[UUID, int] = {}
         for cmd in self.publish(accounts):  # every account has a post to record reach on
             self.ledger.execute(cmd)
 
-    def key(self) -> str:
-        return f"bench:{self.run_id}:{next(self.serial)}"
-
-    def run(self, command: type[c.Command], **args: Any) -> dict[str, Any]:
-        return self.ledger.execute(
-            command(actor=self.ops, idempotency_key=self.key(), **args)
-        ).value
-
-    def _account(self) -> UUID:
-        value = self.run(
-            c.RegisterAccount,
-            provider_id=self.ops.provider_id,
-            handle=f"bench-{self.run_id}-{next(self.serial)}",
-            kind="public",
-            category="enterprise",
-        )
-        account = UUID(value["account_id"])
-        agreement = self.ledger.ruleset.agreement
-        self.run(
-            c.VerifyIdentity,
-            account_id=account,
-            real_name="Li Lei",
-            id_number="110101199003070011",
-            method="id_card",
-        )
-        self.run(
-            c.SignAgreement,
-            account_id=account,
-            agreement_id=agreement.id,
-            version=agreement.version,
-            text_sha256=agreement.sha256,
-            baselines=agreement.baselines,
-        )
-        self.run(c.ReviewAccount, account_id=account, outcome="approved", reason="ok")
-        return account
-
     def publish(self, n: int) -> list[c.Command]:
         out: list[c.Command] = []
         for _ in range(n):
-            key = self.key()
-            account = self.accounts[len(self.views) % len(self.accounts)]
-            self.views[ids.post_id(account, key)] = 0
-            out.append(
-                c.PublishPost(
-                    actor=self.ops,
-                    idempotency_key=key,
-                    account_id=account,
-                    ref=key,
-                    origin="original",
-                    category="other",
-                    content_sha256=hashlib.sha256(key.encode()).hexdigest(),
-                )
-            )
+            cmd = self.post(self.accounts[len(self.views) % len(self.accounts)])
+            self.views[ids.post_id(cmd.account_id, cmd.idempotency_key)] = 0
+            out.append(cmd)
         return out
 
     def commands(self, n: int) -> list[c.Command]:
@@ -296,89 +153,6 @@ class Writer:
                 )
             )
         return out
-
-
-@dataclass(frozen=True)
-class Written:
-    committed: float  # perf_counter when `execute` returned
-    latency: float  # seconds in `execute`
-    position: int  # the log position of the command's last event
-
-
-def paced(
-    ledger: Ledger, streams: Sequence[Sequence[c.Command]], rate: float
-) -> tuple[list[Written], float]:
-    """Execute the streams, a thread each, on one fixed schedule of `rate` commands a second
-    in all (a late command goes at once); return each command's timing and the rate achieved."""
-    w = len(streams)
-    done: list[list[Written]] = [[] for _ in streams]
-    failed: list[BaseException] = []
-    start = time.perf_counter() + 0.01
-
-    def work(k: int) -> None:
-        try:
-            for i, cmd in enumerate(streams[k]):
-                delay = start + (i * w + k) / rate - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                t = time.perf_counter()
-                result = ledger.execute(cmd)
-                end = time.perf_counter()
-                assert result.position is not None and not result.replayed
-                done[k].append(Written(end, end - t, result.position))
-        except BaseException as e:
-            failed.append(e)
-
-    threads = [threading.Thread(target=work, args=(k,), name=f"writer-{k}") for k in range(w)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failed:
-        raise failed[0]
-    written = sorted(itertools.chain.from_iterable(done), key=lambda x: x.position)
-    return written, len(written) / (max(x.committed for x in written) - start)
-
-
-class PositionWatch(threading.Thread):
-    """Polls the lowest projection position; keeps (time seen, position) at each change."""
-
-    def __init__(self, db: Database, schema: str, interval: float) -> None:
-        super().__init__(name="position-watch", daemon=True)
-        self.db, self.interval = db, interval
-        self.query = sql.SQL("SELECT min(position) FROM {}").format(
-            sql.Identifier(schema, "projection_positions")
-        )
-        self.times: list[float] = []
-        self.positions: list[int] = []
-        self.polls = 0
-        self.span = (0.0, 0.0)
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with self.db.connect(autocommit=True) as conn:
-            started = time.perf_counter()
-            while not self.stop.is_set():
-                row = conn.execute(self.query, prepare=True).fetchone()
-                seen = time.perf_counter()
-                self.polls += 1
-                position = int(row[0]) if row and row[0] is not None else 0
-                if not self.positions or position > self.positions[-1]:
-                    self.times.append(seen)
-                    self.positions.append(position)
-                time.sleep(self.interval)
-            self.span = (started, time.perf_counter())
-
-    def reached(self) -> int:
-        return self.positions[-1] if self.positions else 0
-
-    def mean_interval(self) -> float:
-        return (self.span[1] - self.span[0]) / max(self.polls, 1)
-
-    def lag(self, w: Written) -> float | None:
-        """Seconds from a commit to the first poll that saw its position (None: never)."""
-        i = bisect.bisect_left(self.positions, w.position)
-        return max(0.0, self.times[i] - w.committed) if i < len(self.times) else None
 
 
 @dataclass(frozen=True)
@@ -408,8 +182,8 @@ def live(
         return [x.commands(total // w + (k < total % w)) for k, x in enumerate(writers)]
 
     paced(ledger, streams(round(args.rate)), args.rate)  # warm-up: one second of the load
-    print(f"live: {n} commands at {args.rate:g}/s without a projector", file=sys.stderr)
-    baseline, baseline_rate = paced(ledger, streams(n), args.rate)
+    log(f"live: {n} commands at {args.rate:g}/s without a projector")
+    baseline, baseline_rate, _ = paced(ledger, streams(n), args.rate)
 
     projector = Projector(projector_ledger, db, read_schema, chosen)
     stop, ready = threading.Event(), threading.Event()
@@ -431,8 +205,8 @@ def live(
         if failed:
             raise failed[0]
         watch.start()
-        print(f"live: {n} commands at {args.rate:g}/s with a projector following", file=sys.stderr)
-        written, written_rate = paced(ledger, streams(n), args.rate)
+        log(f"live: {n} commands at {args.rate:g}/s with a projector following")
+        written, written_rate, _ = paced(ledger, streams(n), args.rate)
         last, deadline = written[-1].position, time.perf_counter() + 30
         while watch.reached() < last and time.perf_counter() < deadline and not failed:
             time.sleep(0.01)
@@ -447,9 +221,7 @@ def live(
     lags = [watch.lag(w) for w in written]
     seen = [x for x in lags if x is not None]
     if len(seen) < len(lags):
-        print(
-            f"warning: {len(lags) - len(seen)} positions not projected within 30 s", file=sys.stderr
-        )
+        log(f"warning: {len(lags) - len(seen)} positions not projected within 30 s")
     return Live(
         n,
         baseline_rate,
@@ -465,12 +237,12 @@ def live(
 
 
 def benchmark(args: argparse.Namespace, db: Database, schema: str, read_schema: str) -> None:
-    load(db, schema, args.accounts)
+    load_demo(db, schema, args.accounts, VAULT_KEY)
     chosen = resolve()
     with contextlib.ExitStack() as cleanup:
-        ledger = Ledger.open(db, schema, vault=vault())
+        ledger = Ledger.open(db, schema, vault=Vault(VAULT_KEY))
         cleanup.callback(ledger.close)
-        projector_ledger = Ledger.open(db, schema, vault=vault())
+        projector_ledger = Ledger.open(db, schema, vault=Vault(VAULT_KEY))
         cleanup.callback(projector_ledger.close)
         conn = db.connect(autocommit=True)
         cleanup.callback(conn.close)
@@ -486,7 +258,7 @@ def benchmark(args: argparse.Namespace, db: Database, schema: str, read_schema: 
         rates: dict[str, list[float]] = {"raw": [], "decode": [], "project": []}
         reads: dict[str, set[int]] = {k: set() for k in rates}
         for repeat in range(args.repeats):
-            print(f"catch-up: repeat {repeat + 1} of {args.repeats}", file=sys.stderr)
+            log(f"catch-up: repeat {repeat + 1} of {args.repeats}")
             for key, run in (
                 ("raw", lambda: read_raw(conn, ledger)),
                 ("decode", lambda: read_decode(conn, ledger)),
@@ -498,12 +270,9 @@ def benchmark(args: argparse.Namespace, db: Database, schema: str, read_schema: 
         assert all(r == {events} for r in reads.values()), reads
         result = live(args, db, ledger, projector_ledger, chosen, read_schema)
 
-    params = conninfo_to_dict(db.conninfo)
-    server = "embedded" if db.embedded else f"{params.get('host')}:{params.get('port')}"
-    with db.connect() as c2:
-        row = c2.execute("SHOW server_version").fetchone()
-    version = row[0] if row else "?"
-    print(f"Projection benchmark - PostgreSQL {version} {server}, schema {schema}")
+    print(
+        f"Projection benchmark - PostgreSQL {server_version(db)} {server_name(db)}, schema {schema}"
+    )
     print(
         f"{events} events ({args.accounts} demo accounts, {len(counts)} event types); "
         f"{projected} of them handled by some of the {len(chosen)} projections "
@@ -538,7 +307,7 @@ def benchmark(args: argparse.Namespace, db: Database, schema: str, read_schema: 
         ("commit, projector following", result.commit_followed),
         ("commit -> projected (lag)", result.lag),
     ):
-        q = statistics.quantiles(values * 2, n=100, method="inclusive")  # * 2: n may be 1
+        q = quantiles(values)
         print(f"{label:<36}{q[49] * 1000:>12.2f}{q[98] * 1000:>12.2f}{max(values) * 1000:>10.2f}")
 
 
