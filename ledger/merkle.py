@@ -60,27 +60,41 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(_NODE_PREFIX + left + right).digest()
 
 
-def root(leaves: Sequence[bytes]) -> bytes:
-    """The Merkle Tree Hash (MTH) of a list of *leaf hashes*, in O(n) time.
+class CompactRange:
+    """The MTH of a growing list of leaf hashes, kept as a stack of perfect subtrees.
 
-    The leaves are folded into a stack of perfect subtrees (a compact range): each new
-    leaf is pushed, then equal-sized neighbours are merged. At the end the stack holds the
-    perfect subtrees of the binary decomposition of n, largest first, and their right fold
-    is the MTH.
+    Each pushed leaf merges with equal-sized neighbours, so the stack holds the perfect
+    subtrees of the binary decomposition of `size`, largest first; their right fold is
+    the MTH. O(1) amortised per leaf, O(log n) memory.
     """
-    stack: list[tuple[int, bytes]] = []  # (level, hash), levels strictly decreasing
-    for leaf in leaves:
+
+    def __init__(self) -> None:
+        self.stack: list[tuple[int, bytes]] = []  # (level, hash), levels strictly decreasing
+        self.size = 0
+
+    def push(self, leaf: bytes) -> None:
+        self.size += 1
         level, h = 0, leaf
-        while stack and stack[-1][0] == level:
-            h = node_hash(stack.pop()[1], h)
+        while self.stack and self.stack[-1][0] == level:
+            h = node_hash(self.stack.pop()[1], h)
             level += 1
-        stack.append((level, h))
-    if not stack:
-        return EMPTY_ROOT
-    acc = stack[-1][1]
-    for _, h in reversed(stack[:-1]):
-        acc = node_hash(h, acc)
-    return acc
+        self.stack.append((level, h))
+
+    def root(self) -> bytes:
+        if not self.stack:
+            return EMPTY_ROOT
+        acc = self.stack[-1][1]
+        for _, h in reversed(self.stack[:-1]):
+            acc = node_hash(h, acc)
+        return acc
+
+
+def root(leaves: Sequence[bytes]) -> bytes:
+    """The Merkle Tree Hash (MTH) of a list of *leaf hashes*, in O(n) time."""
+    compact = CompactRange()
+    for leaf in leaves:
+        compact.push(leaf)
+    return compact.root()
 
 
 def perfect_subtrees(start: int, end: int) -> list[tuple[int, int]]:

@@ -11,7 +11,7 @@ import psycopg
 from eventsourcing.persistence import Notification
 from psycopg import sql
 
-from ledger.merkle import MerkleTree, node_hash
+from ledger.merkle import CompactRange, MerkleTree
 from ledger.proofcheck import verify_signed_head
 from projections.sealer import PgNodeStore, leaf_of
 
@@ -112,28 +112,6 @@ class Report:
         return not self.findings
 
 
-class _Roots:
-    """MTH of a growing list of leaves, one stack entry per perfect subtree."""
-
-    def __init__(self) -> None:
-        self.stack: list[tuple[int, bytes]] = []  # (leaf count, hash)
-        self.size = 0
-
-    def push(self, leaf: bytes) -> None:
-        self.size += 1
-        count, h = 1, leaf
-        while self.stack and self.stack[-1][0] == count:
-            left = self.stack.pop()[1]
-            count, h = count * 2, node_hash(left, h)
-        self.stack.append((count, h))
-
-    def root(self) -> bytes:
-        h = self.stack[-1][1]
-        for _, left in reversed(self.stack[:-1]):
-            h = node_hash(left, h)
-        return h
-
-
 def verify_log(
     events: Iterator[Notification],
     leaves: Iterator[tuple[int, int, bytes]],
@@ -159,7 +137,7 @@ def verify_log(
         else:
             by_size.setdefault(int(h["tree_size"]), []).append(h)
     largest = max(by_size, default=0)
-    roots = _Roots()
+    roots = CompactRange()
     stored = next(leaves, None)
     for event in events:
         report.events += 1
@@ -191,7 +169,7 @@ def verify_log(
     return report
 
 
-def _check_heads(roots: _Roots, heads: Sequence[dict[str, Any]], report: Report) -> None:
+def _check_heads(roots: CompactRange, heads: Sequence[dict[str, Any]], report: Report) -> None:
     for h in heads:
         report.heads_checked += 1
         if roots.root().hex() != h["root_hash"]:
