@@ -111,9 +111,7 @@ class Broadcaster:
     async def _publish_new(self) -> None:
         assert self.position is not None
         while True:
-            events = await self.state.blocking(
-                lambda after: list(self.state.ledger.read_log(after, limit=PAGE)), self.position
-            )
+            events = await self.state.log_page(self.position, PAGE)
             if not events:
                 return
             self.position = events[-1].position

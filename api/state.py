@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from uuid import UUID
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
@@ -18,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from api import auth
 from ledger.application import Ledger
 from ledger.database import Database
+from ledger.log import LoggedEvent
 
 T = TypeVar("T")
 
@@ -37,6 +39,22 @@ class ApiState:
         """Run a blocking call (the event store's) off the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    async def log_page(
+        self,
+        after: int,
+        limit: int,
+        types: Sequence[str] = (),
+        originator_id: UUID | None = None,
+    ) -> list[LoggedEvent]:
+        """Up to `limit` events after a position, read off the event loop."""
+        return await self.blocking(_log_page, self.ledger, after, limit, types, originator_id)
+
+
+def _log_page(
+    ledger: Ledger, after: int, limit: int, types: Sequence[str], originator_id: UUID | None
+) -> list[LoggedEvent]:
+    return list(ledger.read_log(after, types=types, originator_id=originator_id, limit=limit))
 
 
 def make_pool(database: Database, schema: str, size: int) -> AsyncConnectionPool:

@@ -30,7 +30,6 @@ from api.graphql.types import (
     Provider,
     Sanction,
 )
-from api.state import ApiState
 from ledger.domain import EVENT_TYPES
 from ledger.errors import LedgerError
 from ledger.log import LoggedEvent
@@ -282,7 +281,7 @@ class Query:
         start = after or 0
         events: list[LoggedEvent] = []
         while len(events) <= size:
-            batch = await state.blocking(_read_log, state, start, types, origin, size + 1)
+            batch = await state.log_page(start, size + 1, types or (), origin)
             if not batch:
                 break
             start = batch[-1].position
@@ -326,12 +325,6 @@ class Query:
 
 async def select(info: Ctx, query: str, where: Where) -> list[dict[str, Any]]:
     return await rows(info.context.state, f"{query} WHERE {where.sql()}", where.params)
-
-
-def _read_log(
-    state: ApiState, after: int, types: list[str] | None, origin: UUID | None, limit: int
-) -> list[LoggedEvent]:
-    return list(state.ledger.read_log(after, types=types or (), originator_id=origin, limit=limit))
 
 
 async def _visible(info: Ctx, table: str, column: str, value: UUID) -> bool:

@@ -3,7 +3,7 @@ the principal may see."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID
@@ -83,9 +83,3 @@ async def keyset_page(
             has_next_page=len(found) > size, end_cursor=edges[-1].cursor if edges else None
         ),
     )
-
-
-def one_of(values: Sequence[str] | None, allowed: Sequence[str], what: str) -> None:
-    for v in values or ():
-        if v not in allowed:
-            raise bad_input(f"{what} must be one of {list(allowed)}, not {v!r}")

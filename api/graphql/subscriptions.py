@@ -75,9 +75,7 @@ async def _stream(
     subscriber = None
     try:
         while True:
-            page = await state.blocking(
-                lambda a: list(state.ledger.read_log(a, types=types, limit=PAGE)), last
-            )
+            page = await state.log_page(last, PAGE, types)
             for e in await keep(page):  # type: ignore[misc]
                 yield log_event(e)
             if page:
