@@ -17,7 +17,6 @@ from typing import Any, NoReturn
 from uuid import UUID
 
 import psycopg
-from psycopg import sql
 
 from api.auth import create_token, revoke_token
 from ledger import Database, Ledger, LedgerError
@@ -273,8 +272,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     key = args.public_key or Signer.from_environment(data_dir()).public_key_hex
     extra = [json.loads(Path(f).read_text()) for f in args.from_head or ()]
     started = time.monotonic()
-    with open_database_and_ledger() as (database, ledger), database.connect() as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(_schema(ledger))))
+    with (
+        open_database_and_ledger() as (database, ledger),
+        database.connect(_schema(ledger)) as conn,
+    ):
         head = ledger.head()
         report = verify_log(
             stored_events(conn, ledger.store.events_table),

@@ -112,9 +112,7 @@ SELECTS = 5  # primary-key SELECTs timed after each proof
 
 
 def connect(db: Database, schema: str) -> psycopg.Connection[Any]:
-    conn = db.connect(autocommit=True)
-    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-    return conn
+    return db.connect(schema, autocommit=True)
 
 
 # ----- 1 and 4: sealing and verification -----------------------------------------------

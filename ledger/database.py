@@ -96,8 +96,14 @@ class Database:
             raise DatabaseError("the database is not started")
         return self.url
 
-    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT_S, **kwargs)
+    def connect(self, schema: str | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A new connection; with `schema`, its tables are found there first."""
+        conn = psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT_S, **kwargs)
+        if schema is not None:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            if not conn.autocommit:
+                conn.commit()
+        return conn
 
     def create_schema(self, schema: str) -> None:
         with self.connect(autocommit=True) as conn:

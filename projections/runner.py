@@ -68,10 +68,7 @@ class Projector:
     # ----- connections and tables -------------------------------------------------
 
     def connect(self, **kwargs: object) -> psycopg.Connection[object]:
-        conn = self.database.connect(application_name="ledger-projector", **kwargs)
-        conn.execute(
-            sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)), prepare=False
-        )
+        conn = self.database.connect(self.schema, application_name="ledger-projector", **kwargs)
         conn.execute("SET lock_timeout = '5s'")
         conn.commit()
         return conn

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
 from ledger import Actor, Database, Ledger, Role
@@ -108,8 +107,7 @@ def projector(ledger: Ledger, database: Database, schema: str) -> Iterator[Proje
 @pytest.fixture
 def reader(database: Database, schema: str) -> Iterator[psycopg.Connection[DictRow]]:
     """An autocommit connection to the test's schema, rows as dicts."""
-    with database.connect(autocommit=True, row_factory=dict_row) as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    with database.connect(schema, autocommit=True, row_factory=dict_row) as conn:
         yield conn
 
 

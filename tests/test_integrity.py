@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from ledger import Database, Ledger, proofcheck
 from ledger.signing import Signer
@@ -43,9 +42,7 @@ def write_some(ledger: Ledger, accounts: int = 4, world: World | None = None) ->
 
 
 def sql_conn(database: Database, schema: str) -> psycopg.Connection[object]:
-    conn = database.connect(autocommit=True)
-    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-    return conn
+    return database.connect(schema, autocommit=True)
 
 
 def run_ledger(database: Database, schema: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from psycopg import sql
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
@@ -64,8 +63,7 @@ def _auditor(info: Ctx) -> ApiState:
 
 
 def _read(state: ApiState, fn: Any, *args: Any) -> Any:
-    with state.database.connect(autocommit=True) as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(state.schema)))
+    with state.database.connect(state.schema, autocommit=True) as conn:
         try:
             return fn(conn, *args)
         except integrity.ProofError as e:
