@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,9 +17,9 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from psycopg import Cursor
-from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg import Connection, Cursor
+from psycopg.rows import DictRow, dict_row
+from psycopg.sql import SQL, Composable, Composed, Identifier
 
 
 @dataclass(frozen=True)
@@ -158,23 +158,8 @@ class LedgerRecorder(PostgresApplicationRecorder):
             clauses.append(SQL("originator_id = %s"))
             params.append(originator_id)
         params.append(limit)
-        rows = self._rows(
-            SQL(
-                "SELECT notification_id, originator_id, originator_version, topic, state"
-                " FROM {e} WHERE {where} ORDER BY notification_id LIMIT %s"
-            ).format(e=self.events_table, where=SQL(" AND ").join(clauses)),
-            params,
-        )
-        return [
-            Notification(
-                id=r["notification_id"],
-                originator_id=r["originator_id"],
-                originator_version=r["originator_version"],
-                topic=r["topic"],
-                state=bytes(r["state"]),
-            )
-            for r in rows
-        ]
+        query = _log_query(self.events_table, SQL(" AND ").join(clauses))
+        return [_notification(r) for r in self._rows(query, params)]
 
     def version_at_position(self, originator_id: UUID, position: int) -> int | None:
         rows = self._rows(
@@ -208,3 +193,29 @@ class LedgerRecorder(PostgresApplicationRecorder):
             [],
         )
         return {r["topic"]: r["n"] for r in rows}
+
+
+def log_page(
+    conn: Connection[Any], events_table: Composable, after: int, limit: int
+) -> list[Notification]:
+    """The log after a position, read on the caller's connection (and transaction)."""
+    query = _log_query(events_table, SQL("notification_id > %s"))
+    rows = conn.cursor(row_factory=dict_row).execute(query, (after, limit)).fetchall()
+    return [_notification(r) for r in rows]
+
+
+def _log_query(events_table: Composable, where: Composable) -> Composed:
+    return SQL(
+        "SELECT notification_id, originator_id, originator_version, topic, state"
+        " FROM {e} WHERE {where} ORDER BY notification_id LIMIT %s"
+    ).format(e=events_table, where=where)
+
+
+def _notification(r: Mapping[str, Any]) -> Notification:
+    return Notification(
+        id=r["notification_id"],
+        originator_id=r["originator_id"],
+        originator_version=r["originator_version"],
+        topic=r["topic"],
+        state=bytes(r["state"]),
+    )

@@ -13,6 +13,7 @@ from psycopg import sql
 
 from ledger.merkle import CompactRange, MerkleTree
 from ledger.proofcheck import verify_signed_head
+from ledger.store import log_page
 from projections.sealer import PgNodeStore, leaf_of
 
 
@@ -183,20 +184,11 @@ def stored_events(
 ) -> Iterator[Notification]:
     after = 0
     while True:
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT notification_id, originator_id, originator_version, topic, state"
-                " FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-            ).format(events_table),
-            (after, page),
-        ).fetchall()
-        for r in rows:
-            yield Notification(
-                id=r[0], originator_id=r[1], originator_version=r[2], topic=r[3], state=bytes(r[4])
-            )
+        rows = log_page(conn, events_table, after, page)
+        yield from rows
         if len(rows) < page:
             return
-        after = rows[-1][0]
+        after = rows[-1].id
 
 
 def stored_leaves(

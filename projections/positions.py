@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from psycopg import Connection, sql
 from psycopg.rows import dict_row, tuple_row
@@ -28,11 +29,22 @@ class ProjectionStatus:
     updated_at: datetime | None
 
 
-def read_positions(conn: Connection[object], schema: str) -> dict[str, int]:
-    query = sql.SQL("SELECT name, position FROM {}.projection_positions")
+def read_positions(
+    conn: Connection[Any], schema: str, names: list[str] | None = None, share_lock: bool = False
+) -> dict[str, int]:
+    """Every projection's position, or those of `names` (0 for one not set up yet);
+    `share_lock` holds them still until the transaction ends."""
+    query = "SELECT name, position FROM {}.projection_positions"
+    if names is not None:
+        query += " WHERE name = ANY(%s)"
+    if share_lock:
+        query += " FOR SHARE"
     cur = conn.cursor(row_factory=tuple_row)
-    rows = cur.execute(query.format(sql.Identifier(schema))).fetchall()
-    return {str(name): int(pos) for name, pos in rows}
+    rows = cur.execute(
+        sql.SQL(query).format(sql.Identifier(schema)), (names,) if names is not None else None
+    )
+    found = {str(name): int(pos) for name, pos in rows.fetchall()}
+    return found if names is None else {n: found.get(n, 0) for n in names}
 
 
 def status(
@@ -92,11 +104,9 @@ def wait_for(
     deadline = time.monotonic() + timeout
     delay = 0.002
     while True:
-        positions = read_positions(conn, schema)
+        positions = read_positions(conn, schema, names)
         if not conn.autocommit:
             conn.commit()
-        if names is not None:
-            positions = {n: positions.get(n, 0) for n in names}
         if positions and min(positions.values()) >= position:
             return
         if time.monotonic() >= deadline:

@@ -12,6 +12,7 @@ from psycopg import sql
 from ledger.application import Ledger
 from ledger.database import Database
 from projections.base import Projection
+from projections.positions import read_positions
 from projections.runner import Projector
 
 Progress = Callable[[int, int], None]  # (position, head)
@@ -63,14 +64,14 @@ def verify(
     try:
         scratch_projector.setup()
         names = [p.name for p in projections]
-        first = _positions(live, live_schema, names, lock=False)
+        first = read_positions(live, live_schema, names)
         live.commit()
         head = ledger.head()
         scratch_projector.catch_up(
             until=first, progress=(lambda pos: progress(pos, head)) if progress else None
         )
         with live.transaction():
-            at = _positions(live, live_schema, names, lock=True)
+            at = read_positions(live, live_schema, names, share_lock=True)
             scratch_projector.catch_up(until=at)
             return [
                 d
@@ -82,16 +83,6 @@ def verify(
         live.close()
         scratch_projector.close()
         database.drop_schema(scratch)
-
-
-def _positions(conn: object, schema: str, names: list[str], lock: bool) -> dict[str, int]:
-    query = sql.SQL(
-        "SELECT name, position FROM {}.projection_positions WHERE name = ANY(%s)"
-        + (" FOR SHARE" if lock else "")
-    ).format(sql.Identifier(schema))
-    rows = conn.execute(query, (names,)).fetchall()  # type: ignore[attr-defined]
-    found = {str(n): int(p) for n, p in rows}
-    return {n: found.get(n, 0) for n in names}
 
 
 def _compare(conn: object, live: str, scratch: str, table: str, shown: int) -> Difference:

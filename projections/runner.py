@@ -29,6 +29,7 @@ from psycopg import sql
 from ledger.application import Ledger
 from ledger.database import Database, one_line
 from ledger.log import LoggedEvent
+from ledger.store import log_page
 from projections import positions
 from projections.base import Projection, Statement
 from projections.registry import resolve
@@ -171,19 +172,7 @@ class Projector:
         return Step(len(page), min(at.values()))
 
     def _read(self, conn: psycopg.Connection[object], after: int, limit: int) -> list[Notification]:
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT notification_id, originator_id, originator_version, topic, state"
-                " FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-            ).format(self.events_table),
-            (after, limit),
-        ).fetchall()
-        return [
-            Notification(
-                id=r[0], originator_id=r[1], originator_version=r[2], topic=r[3], state=bytes(r[4])
-            )  # type: ignore[index]
-            for r in rows
-        ]
+        return log_page(conn, self.events_table, after, limit)
 
     def _apply(
         self,
