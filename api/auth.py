@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -39,6 +40,11 @@ class Principal:
     name: str
     role: Role
     provider_id: UUID | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Principal:
+        """From an `api_tokens` row (dict rows, as the API's pool returns them)."""
+        return cls(row["token_id"], row["name"], Role(row["role"]), row["provider_id"])
 
     @property
     def actor(self) -> Actor:
@@ -108,11 +114,7 @@ async def principal_for(conn: psycopg.AsyncConnection[object], token: str) -> Pr
         (token_hash(token),),
     )
     row: Any = await cur.fetchone()
-    if row is None:
-        return None
-    if not isinstance(row, dict):
-        row = dict(zip(("token_id", "name", "role", "provider_id"), row, strict=True))
-    return Principal(row["token_id"], row["name"], Role(row["role"]), row["provider_id"])
+    return None if row is None else Principal.from_row(row)
 
 
 def bearer(header: str | None) -> str | None:

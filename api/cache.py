@@ -25,7 +25,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import auth
 from api.auth import Principal
 from api.state import ApiState
-from ledger.actors import Role
 
 LOOKUP = (
     "SELECT (SELECT coalesce(min(position), -1) FROM projection_positions) AS position,"
@@ -58,7 +57,7 @@ async def look_up(state: ApiState, token: str | None) -> Seen:
         row: Any = await cur.fetchone()
     principal = None
     if token and row["token_id"] is not None:
-        principal = Principal(row["token_id"], row["name"], Role(row["role"]), row["provider_id"])
+        principal = Principal.from_row(row)
     return Seen(principal, row["position"])
 
 
