@@ -8,7 +8,7 @@ from typing import Any
 
 from ledger.log import LoggedEvent
 from ledger.ruleset import Ruleset
-from projections.base import Projection, Statement, actor_id, actor_role
+from projections.base import Handler, Projection, Statement, actor_id, actor_role
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS history (
@@ -72,32 +72,24 @@ def _values(e: LoggedEvent) -> tuple[Any, ...]:
     return e.position, e.type, e.timestamp, actor_id(e), actor_role(e), rules, summary
 
 
-def account_event(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
-    position, type_, at, who, role, rules, summary = _values(e)
-    yield (
-        f"INSERT INTO history ({_COLUMNS})"
-        " SELECT %s, account_id, provider_id, NULL, %s, %s, %s, %s, %s, %s"
-        " FROM accounts WHERE account_id = %s",
-        (position, type_, at, who, role, rules, summary, e.originator_id),
-    )
+def _copied_from(table: str, key: str, post_id: str) -> Handler:
+    """A handler inserting the event's row with its account and provider read from
+    `table` (a read model this one depends on, applied first)."""
+
+    def handle(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+        position, type_, at, who, role, rules, summary = _values(e)
+        yield (
+            f"INSERT INTO history ({_COLUMNS})"
+            f" SELECT %s, account_id, provider_id, {post_id}, %s, %s, %s, %s, %s, %s"
+            f" FROM {table} WHERE {key} = %s",
+            (position, type_, at, who, role, rules, summary, e.originator_id),
+        )
+
+    return handle
 
 
-def registered(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
-    position, type_, at, who, role, rules, summary = _values(e)
-    yield (
-        f"INSERT INTO history ({_COLUMNS}) VALUES (%s, %s, %s, NULL, %s, %s, %s, %s, %s, %s)",
-        (position, e.originator_id, e.payload["provider_id"], type_, at, who, role, rules, summary),
-    )
-
-
-def post_event(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
-    position, type_, at, who, role, rules, summary = _values(e)
-    yield (
-        f"INSERT INTO history ({_COLUMNS})"
-        " SELECT %s, account_id, provider_id, post_id, %s, %s, %s, %s, %s, %s"
-        " FROM posts WHERE post_id = %s",
-        (position, type_, at, who, role, rules, summary, e.originator_id),
-    )
+account_event = _copied_from("accounts", "account_id", "NULL")
+post_event = _copied_from("posts", "post_id", "post_id")
 
 
 HISTORY = Projection(
@@ -107,11 +99,6 @@ HISTORY = Projection(
     ddl=DDL,
     depends_on=("posts", "accounts"),
     handlers={
-        topic: registered
-        if topic == "Account.Registered"
-        else account_event
-        if topic.startswith("Account.")
-        else post_event
-        for topic in SUMMARIES
+        topic: account_event if topic.startswith("Account.") else post_event for topic in SUMMARIES
     },
 )
