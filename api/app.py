@@ -28,13 +28,13 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from api import auth
 from api.cache import ResponseCache
 from api.graphql.context import Context
+from api.graphql.reads import rows
 from api.graphql.schema import build_schema
 from api.live import Broadcaster
 from api.state import ApiState, make_pool, prepare_tables
 from ledger.application import Ledger
 from ledger.database import Database, data_dir
 from ledger.signing import Signer
-from projections.positions import read_positions
 
 log = logging.getLogger("ledger.api")
 MAX_BODY_BYTES = 1 << 20
@@ -155,7 +155,8 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
     async def readyz(request: Request) -> Response:
         try:
             head = await state.blocking(ledger.head)
-            positions = await state.blocking(_positions, database, schema)
+            found = await rows(state, "SELECT name, position FROM projection_positions", {})
+            positions = {r["name"]: r["position"] for r in found}
         except Exception as exc:  # any failure means not ready; say which
             log.warning("readyz: %s", type(exc).__name__)
             return JSONResponse({"status": "unavailable", "database": False}, status_code=503)
@@ -194,8 +195,3 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
     )
     app.state.ledger_state = state
     return app
-
-
-def _positions(database: Database, schema: str) -> dict[str, int]:
-    with database.connect(autocommit=True) as conn:
-        return read_positions(conn, schema)
