@@ -33,6 +33,11 @@ class Actor:
                 object.__setattr__(self, "role", Role(self.role))
             except ValueError:
                 raise InvalidArgument(f"unknown actor role {self.role!r}") from None
+        if self.provider_id is not None and not isinstance(self.provider_id, UUID):
+            try:
+                object.__setattr__(self, "provider_id", UUID(str(self.provider_id)))
+            except ValueError:
+                raise InvalidArgument("an actor's provider_id must be a UUID") from None
         if (self.role is Role.PROVIDER) != (self.provider_id is not None):
             raise InvalidArgument("an actor has a provider_id exactly when its role is provider")
 

@@ -16,6 +16,7 @@ from psycopg.rows import DictRow, dict_row
 from ledger import Actor, Database, Ledger, Role
 from ledger.vault import Vault
 from projections.runner import Projector
+from tests.cold import ColdProcess
 
 # Clients that never send connection_init are closed after this long.
 os.environ.setdefault("LEDGER_WS_INIT_TIMEOUT", "2")
@@ -112,3 +113,9 @@ def reader(database: Database, schema: str) -> Iterator[psycopg.Connection[DictR
 
 
 pytest_plugins = ["tests.api_server"]
+
+
+@pytest.fixture
+def cold(database: Database, schema: str, tmp_path: Path) -> ColdProcess:
+    """Run code in a new process on the test's schema (see tests/cold.py)."""
+    return ColdProcess(database, schema, TEST_KEY, tmp_path / "cold")

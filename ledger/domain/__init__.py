@@ -1,5 +1,7 @@
 """The aggregates: Provider, Account and Post."""
 
+from eventsourcing.utils import register_topic
+
 from ledger.domain.account import Account, AccountStatus
 from ledger.domain.post import Post
 from ledger.domain.provider import Provider
@@ -16,6 +18,16 @@ def _event_types() -> tuple[str, ...]:
                 found.append(topic)
     return tuple(found)
 
+
+def _register_snapshot_topics() -> None:
+    # The library registers an aggregate's explicit event topics when the class is
+    # defined, but not its snapshot class's: without this, a snapshot written by one
+    # process cannot be read by another ("No module named 'Post'").
+    for aggregate in (Provider, Account, Post):
+        register_topic(aggregate.Snapshot.TOPIC, aggregate.Snapshot)
+
+
+_register_snapshot_topics()
 
 # The type of every event the ledger records, e.g. "Account.SanctionImposed".
 EVENT_TYPES = _event_types()
