@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from ledger.errors import InvalidArgument
+from ledger.text import check_text
 
 
 class Role(StrEnum):
@@ -26,8 +27,9 @@ class Actor:
     provider_id: UUID | None = None
 
     def __post_init__(self) -> None:
-        if not self.id or len(self.id) > 200:
+        if not isinstance(self.id, str) or not 1 <= len(self.id) <= 200:
             raise InvalidArgument("actor id must be 1 to 200 characters")
+        check_text("actor id", self.id)
         if not isinstance(self.role, Role):
             try:
                 object.__setattr__(self, "role", Role(self.role))

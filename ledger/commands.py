@@ -17,10 +17,13 @@ from ledger import errors
 from ledger.actors import Actor, Role
 from ledger.domain import Account, Post, Provider, ids
 from ledger.ruleset import NEWS_SCOPES
+from ledger.text import check_text
 from ledger.unit_of_work import UnitOfWork, require_own
 
 P, R, S = Role.PROVIDER, Role.REGULATOR, Role.SYSTEM
 MAX_TEXT = 2000
+MAX_ITEM = 200
+MAX_ITEMS = 100
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 ACCOUNT_KINDS = ("personal", "public")
 POST_ORIGINS = ("original", "reprint")
@@ -42,7 +45,19 @@ class Command:
         key = self.idempotency_key
         if not isinstance(key, str) or not 1 <= len(key) <= 200:
             raise errors.InvalidArgument("idempotency_key must be 1 to 200 characters")
+        check_text("idempotency_key", key)
+        self._check_strings()
         self.validate()
+
+    def _check_strings(self) -> None:
+        # Every string field, before any other check: what the database cannot store
+        # must never reach the log. `_text` refuses line breaks in short fields.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            items = value if isinstance(value, (list, tuple)) else [value]
+            for item in items:
+                if isinstance(item, str):
+                    check_text(f.name, item, multiline=True)
 
     @property
     def type_name(self) -> str:
@@ -83,6 +98,7 @@ class Command:
             raise errors.InvalidArgument(
                 f"{name} must be a non-empty text of at most {max_len} characters"
             )
+        check_text(name, value.strip(), multiline=max_len >= MAX_TEXT)
         self._set(name, value.strip())
 
     def _choice(self, name: str, options: tuple[str, ...] | list[str]) -> None:
@@ -102,8 +118,16 @@ class Command:
 
     def _texts(self, name: str) -> None:
         value = getattr(self, name)
-        if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
-            raise errors.InvalidArgument(f"{name} must be a list of texts")
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) > MAX_ITEMS
+            or not all(isinstance(v, str) and 0 < len(v) <= MAX_ITEM for v in value)
+        ):
+            raise errors.InvalidArgument(
+                f"{name} must be a list of at most {MAX_ITEMS} texts of 1 to {MAX_ITEM} characters"
+            )
+        for item in value:
+            check_text(name, item)
         self._set(name, tuple(value))
 
     def _count(self, name: str) -> None:
@@ -420,7 +444,7 @@ class ImposeSanction(_AccountCommand):
         account = self.account(uow)
         rule_ids = _known_rules(uow, self.rule_ids)
         for post_id in self.evidence_post_ids:
-            if uow.post(post_id).account_id != account.id:
+            if uow.visible_post(post_id, self.actor).account_id != account.id:
                 raise errors.EvidenceNotOfAccount(
                     "evidence must be posts of the sanctioned account", post_id=str(post_id)
                 )
@@ -532,7 +556,7 @@ class PublishPost(_AccountCommand):
         if self.category == "political_news":
             account.require_news_scope(self.origin, uow.ruleset)
         if self.source_post_id is not None:
-            uow.post(self.source_post_id)
+            uow.visible_post(self.source_post_id, self.actor)
         post = Post(
             id=ids.post_id(account.id, self.ref),
             account_id=account.id,

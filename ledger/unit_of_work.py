@@ -71,6 +71,13 @@ class UnitOfWork:
             Post, post_id, lambda: errors.PostNotFound("no such post", post_id=str(post_id))
         )
 
+    def visible_post(self, post_id: UUID, actor: Actor) -> Post:
+        """A post the actor may cite: to a provider, another provider's post is missing."""
+        post = self.post(post_id)
+        if actor.role is Role.PROVIDER and actor.provider_id != post.provider_id:
+            raise errors.PostNotFound("no such post", post_id=str(post_id))
+        return post
+
     def own_account(self, account_id: UUID, actor: Actor) -> Account:
         account = self.account(account_id)
         require_own(actor, account.provider_id, account_id=str(account_id))

@@ -132,6 +132,12 @@ GRANT = f"""mutation($id: ID!, $key: String!) {{ grantNewsPermission(input: {{ac
   scope: "reprint", basis: "b"}}, idempotencyKey: $key) {OUT} }}"""
 REACH = f"""mutation($id: ID!, $key: String!) {{ recordReach(input: {{postId: $id, views: 1,
   reposts: 0}}, idempotencyKey: $key) {OUT} }}"""
+REPRINT = f"""mutation($id: ID!, $mine: ID!, $key: String!) {{ publishPost(input: {{
+  accountId: $mine, ref: $key, origin: "reprint", category: "other", sourcePostId: $id,
+  contentSha256: "{'a' * 64}"}}, idempotencyKey: $key) {OUT} }}"""
+EVIDENCE = f"""mutation($id: ID!, $mine: ID!, $key: String!) {{ imposeSanction(input: {{
+  accountId: $mine, level: "warning", ruleIds: ["art.9"], reason: "r",
+  evidencePostIds: [$id]}}, idempotencyKey: $key) {OUT} }}"""
 REGISTER = f"""mutation($p: ID!, $key: String!) {{ registerAccount(input: {{providerId: $p,
   handle: "new", kind: "personal"}}, idempotencyKey: $key) {OUT} }}"""
 
@@ -179,17 +185,25 @@ def test_another_providers_things_look_exactly_like_missing_ones(
     server: ApiServer, scene: Scene
 ) -> None:
     token = scene.tokens["provider"]
-    for query, real, variable in (
-        (IMPOSE, scene.theirs, "id"),
-        (REACH, scene.their_post, "id"),
-        (REGISTER, scene.rival, "p"),
+    mine = {"mine": str(scene.mine)}
+    head = server.ledger.head()
+    for query, real, variable, extra in (
+        (IMPOSE, scene.theirs, "id", {}),
+        (REACH, scene.their_post, "id", {}),
+        (REGISTER, scene.rival, "p", {}),
+        (REPRINT, scene.their_post, "id", mine),  # a reprint's source
+        (EVIDENCE, scene.their_post, "id", mine),  # a sanction's evidence
     ):
-        theirs = result_of(server, query, token, key=f"t{variable}{real}", **{variable: str(real)})
-        missing = result_of(
-            server, query, token, key=f"m{variable}{real}", **{variable: str(UUID(int=7))}
+        theirs = result_of(
+            server, query, token, key=f"t{variable}{real}", **{variable: str(real)}, **extra
         )
+        missing = result_of(
+            server, query, token, key=f"m{variable}{real}", **{variable: str(UUID(int=7))}, **extra
+        )
+        assert theirs["__typename"] == "NotFound", theirs
         assert theirs["code"] == missing["code"] and theirs["message"] == missing["message"]
         assert set(theirs["details"]) == set(missing["details"])
+    assert server.ledger.head() == head
 
 
 def test_a_provider_cannot_subscribe_to_another_providers_sanctions(
