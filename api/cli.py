@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -17,11 +21,15 @@ from typing import Any, NoReturn
 from uuid import UUID
 
 import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from api.auth import create_token, revoke_token
-from ledger import Database, Ledger, LedgerError
-from ledger.database import DatabaseError, data_dir, one_line
-from ledger.ruleset import RulesetError
+from api.cli_errors import USAGE, CliError, check_environment, describe, open_vault
+from ledger import Database, Ledger
+from ledger.database import data_dir
+from ledger.domain import EVENT_TYPES
+from ledger.errors import ProviderNotFound
+from ledger.proofcheck import head_message
 from ledger.views import account_view
 
 log = logging.getLogger("ledger")
@@ -29,14 +37,25 @@ log = logging.getLogger("ledger")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        print(f"ledger: {message}", file=sys.stderr)
-        raise SystemExit(2)
+        # "argument --port: expected ..." -> "--port: expected ..."
+        fail(message.removeprefix("argument "))
+        raise SystemExit(USAGE)
+
+
+_bar_open = False  # a progress bar ends the last line on stderr
+
+
+def fail(message: str) -> None:
+    """The one line on stderr a failure leaves."""
+    end_progress()
+    print(f"ledger: {message}", file=sys.stderr)
 
 
 @contextmanager
 def open_database_and_ledger(**kwargs: Any) -> Iterator[tuple[Database, Ledger]]:
+    vault = open_vault()
     with Database() as database:
-        ledger = Ledger.open(database, **kwargs)
+        ledger = Ledger.open(database, vault=vault, **kwargs)
         try:
             yield database, ledger
         finally:
@@ -50,6 +69,8 @@ def open_ledger(**kwargs: Any) -> Iterator[Ledger]:
 
 
 def progress_bar(done: int, total: int, what: str) -> None:
+    global _bar_open
+    _bar_open = True
     width = 40
     filled = width * done // max(total, 1)
     print(
@@ -58,6 +79,13 @@ def progress_bar(done: int, total: int, what: str) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def end_progress() -> None:
+    global _bar_open
+    if _bar_open:
+        print(file=sys.stderr)
+        _bar_open = False
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -75,7 +103,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         commands = run_demo(ledger.submit, ledger.ruleset, args.accounts, progress)
         elapsed = time.monotonic() - started
-        print(file=sys.stderr)
+        end_progress()
         events = ledger.head() - head
         print(
             f"demo: {commands} commands, {events} events in {elapsed:.1f} s "
@@ -100,10 +128,10 @@ def _as_of(text: str) -> int | datetime:
         at = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--as-of takes a log position or an ISO timestamp, not {text!r}"
+            f"expected a log position or an ISO timestamp, not {text!r}"
         ) from None
     if at.tzinfo is None:
-        raise argparse.ArgumentTypeError("--as-of timestamp needs a time zone, e.g. +00:00")
+        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. +00:00")
     return at
 
 
@@ -169,7 +197,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         started = time.monotonic()
         if args.verify:
             differences = verify(ledger, database, chosen, progress=progress)
-            print(file=sys.stderr)
+            end_progress()
             for d in differences:
                 print(f"{d.table}: {d.count} rows differ")
                 for row in d.only_live:
@@ -184,7 +212,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
             return 0
         events = rebuild(ledger, database, chosen, progress=progress)
         elapsed = time.monotonic() - started
-        print(file=sys.stderr)
+        end_progress()
         print(
             f"rebuilt {', '.join(p.name for p in chosen)}: {events} events in {elapsed:.1f} s"
             f" ({events / max(elapsed, 1e-9):.0f} events/s)"
@@ -200,8 +228,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             rows = status(conn, schema, ledger.store.events_table)
         except psycopg.errors.UndefinedTable:
-            print("no projections yet: run `ledger project` or `ledger rebuild`")
-            return 1
+            raise CliError("no projections yet: run `ledger project` or `ledger rebuild`") from None
         head = ledger.head()
         print(f"log head: {head}")
         print(f"  {'projection':<16} {'position':>10} {'lag events':>11} {'lag s':>9}")
@@ -210,8 +237,36 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_listen(host: str, port: int) -> None:
+    """Refuse a host or port uvicorn could not listen on, before anything starts.
+
+    uvicorn binds the same way (SO_REUSEADDR) and would log several lines instead."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError):
+        raise CliError(f"--host {host}: cannot listen there (no such address)", USAGE) from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise CliError(f"--port {port} on {host} is in use") from None
+            if e.errno == errno.EACCES:
+                raise CliError(f"--port {port} on {host}: permission denied") from None
+            raise CliError(f"--host {host}: cannot listen there ({e.strerror})") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from api.serve import serve
+    from ledger.signing import Signer
+
+    check_listen(args.host, args.port)
+    # Refuse bad keys here, before uvicorn and its workers read them.
+    open_vault()
+    Signer.from_environment(data_dir())
 
     if args.demo_token:
         with open_database_and_ledger() as (database, ledger), database.connect() as conn:
@@ -231,16 +286,21 @@ Try:
 def cmd_token(args: argparse.Namespace) -> int:
     with open_database_and_ledger() as (database, ledger), database.connect() as conn:
         if args.action == "create":
-            provider = UUID(args.provider) if args.provider else None
-            token_id, token = create_token(conn, _schema(ledger), args.role, provider, args.name)
+            if args.provider and args.role == "provider":
+                try:
+                    ledger.get_provider(args.provider)
+                except ProviderNotFound:
+                    raise CliError(f"--provider {args.provider}: no such provider") from None
+            token_id, token = create_token(
+                conn, _schema(ledger), args.role, args.provider, args.name
+            )
             print(f"token {token_id} ({args.role}): {token}")
             print("it is shown once; only its hash is kept", file=sys.stderr)
             return 0
         if revoke_token(conn, _schema(ledger), args.token):
             print("revoked")
             return 0
-        print("ledger: no such live token", file=sys.stderr)
-        return 1
+        raise CliError("no such live token")
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -270,22 +330,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from projections.integrity import all_heads, stored_events, stored_leaves, verify_log
 
     key = args.public_key or Signer.from_environment(data_dir()).public_key_hex
-    extra = [json.loads(Path(f).read_text()) for f in args.from_head or ()]
     started = time.monotonic()
     with (
         open_database_and_ledger() as (database, ledger),
         database.connect(_schema(ledger)) as conn,
     ):
         head = ledger.head()
+        try:
+            heads = all_heads(conn)
+        except psycopg.errors.UndefinedTable:
+            raise CliError("nothing is sealed yet: run `ledger seal` or `ledger project`") from None
         report = verify_log(
             stored_events(conn, ledger.store.events_table),
             stored_leaves(conn),
-            all_heads(conn) + extra,
+            heads + (args.from_head or []),
             key,
             progress=lambda n: progress_bar(n, head, "events"),
         )
     elapsed = time.monotonic() - started
-    print(file=sys.stderr)
+    end_progress()
     rate = report.events / max(elapsed, 1e-9)
     print(
         f"verify: {report.events} events, {report.heads_checked} signed heads checked,"
@@ -301,6 +364,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_verify_proof(args: argparse.Namespace) -> int:
     from ledger import proofcheck
 
+    try:
+        read_json(args.file)
+    except ValueError as e:
+        raise CliError(str(e), USAGE) from None
     return proofcheck.main([args.file, "--public-key", args.public_key])
 
 
@@ -328,12 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
     events = sub.add_parser("events", help="print the log as JSON lines")
     events.add_argument("--after", type=_non_negative, default=0, help="log position")
     events.add_argument("--limit", type=_non_negative, default=None)
-    events.add_argument("--type", action="append", help="event type, e.g. Account.SanctionImposed")
-    events.add_argument("--originator", help="only events of this aggregate id")
+    events.add_argument(
+        "--type", action="append", type=_event_type, help="e.g. Account.SanctionImposed"
+    )
+    events.add_argument("--originator", type=_uuid, help="only events of this aggregate id")
     events.set_defaults(run=cmd_events)
 
     account = sub.add_parser("account", help="print an account's state as JSON")
-    account.add_argument("id")
+    account.add_argument("id", type=_uuid, metavar="ACCOUNT_ID")
     account.add_argument("--as-of", type=_as_of, help="a log position or an ISO timestamp")
     account.set_defaults(run=cmd_account)
 
@@ -355,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve the GraphQL API")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_positive, default=8000)
+    serve.add_argument("--port", type=_port, default=8000)
     serve.add_argument("--workers", type=_positive, default=1)
     serve.add_argument("--no-projector", action="store_true", help="run `ledger project` apart")
     serve.add_argument("--demo-token", action="store_true", help="print a new regulator token")
@@ -365,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions = token.add_subparsers(dest="action", required=True, parser_class=_Parser)
     create = actions.add_parser("create", help="print a new token (once)")
     create.add_argument("--role", required=True, choices=["regulator", "auditor", "provider"])
-    create.add_argument("--provider", help="the provider id, for role provider")
+    create.add_argument("--provider", type=_uuid, help="the provider id, for role provider")
     create.add_argument("--name", default="unnamed")
     revoke = actions.add_parser("revoke", help="revoke a token (the token or its id)")
     revoke.add_argument("token")
@@ -378,17 +447,21 @@ def build_parser() -> argparse.ArgumentParser:
     seal.set_defaults(run=cmd_seal)
 
     verify = sub.add_parser("verify", help="check every event against the signed tree heads")
-    verify.add_argument("--from-head", action="append", metavar="FILE", help="a signed head")
-    verify.add_argument("--public-key", help="hex; default: this ledger's signing key")
+    verify.add_argument(
+        "--from-head", action="append", type=_signed_head, metavar="FILE", help="a signed head"
+    )
+    verify.add_argument(
+        "--public-key", type=_public_key, help="hex; default: this ledger's signing key"
+    )
     verify.set_defaults(run=cmd_verify)
 
     proof = sub.add_parser("verify-proof", help="check a proof (JSON) offline, no database")
     proof.add_argument("file")
-    proof.add_argument("--public-key", required=True)
-    proof.set_defaults(run=cmd_verify_proof)
+    proof.add_argument("--public-key", type=_public_key, required=True)
+    proof.set_defaults(run=cmd_verify_proof, offline=True)
 
     sdl = sub.add_parser("schema", help="print the GraphQL schema (SDL)")
-    sdl.set_defaults(run=cmd_schema)
+    sdl.set_defaults(run=cmd_schema, offline=True)
     return parser
 
 
@@ -407,31 +480,91 @@ def _number(check: Callable[[int], bool], what: str) -> Callable[[str], int]:
 
 _positive = _number(lambda n: n > 0, "a positive whole number")
 _non_negative = _number(lambda n: n >= 0, "a whole number from 0")
+_port = _number(lambda n: 0 < n < 65536, "a port from 1 to 65535")
+
+
+def _uuid(text: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a UUID") from None
+
+
+def _event_type(text: str) -> str:
+    if text not in EVENT_TYPES:
+        raise argparse.ArgumentTypeError(f"no event type {text!r}; known: {', '.join(EVENT_TYPES)}")
+    return text
+
+
+def _public_key(text: str) -> str:
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an Ed25519 public key (64 hex digits)"
+        ) from None
+    return text
+
+
+def read_json(path: str) -> Any:
+    """A JSON file's value; a `ValueError` naming the file when it cannot be had."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"{path}: {e.strerror or e}") from None
+    except ValueError as e:  # not UTF-8, not JSON
+        raise ValueError(f"{path}: not JSON ({e})") from None
+
+
+HEAD_FIELDS = ("tree_size", "root_hash", "timestamp", "signature")
+
+
+def _signed_head(path: str) -> dict[str, Any]:
+    """A signed tree head from a file, as `ledger seal` prints it."""
+    try:
+        head = read_json(path)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    missing = [f for f in HEAD_FIELDS if not isinstance(head, dict) or f not in head]
+    if missing:
+        raise argparse.ArgumentTypeError(
+            f"{path}: not a signed tree head: it lacks {', '.join(missing)}"
+        )
+    try:
+        head_message(head["tree_size"], head["root_hash"], head["timestamp"])
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{path}: not a signed tree head: {e}") from None
+    return {f: head[f] for f in HEAD_FIELDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; any failure leaves one line on stderr (and a traceback only with
+    LEDGER_DEBUG=1). Exit status: 2 a bad argument or setting, 1 a failure."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if not getattr(args, "offline", False):
+            check_environment()
         code: int = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
-    except LedgerError as e:
-        print(f"ledger: {e.code}: {e.message}", file=sys.stderr)
-    except (DatabaseError, RulesetError, ValueError) as e:
-        print(f"ledger: {e}", file=sys.stderr)
-    except psycopg.Error as e:
-        print(f"ledger: database error: {one_line(e)}", file=sys.stderr)
-    except OSError as e:
-        print(f"ledger: {e}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("ledger: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
-        return 0
-    return 1
+        # The reader went away (`ledger events | head`): leave quietly, as the Python
+        # docs recommend, so the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a process killed by SIGPIPE
+    except KeyboardInterrupt:
+        fail("interrupted")
+        return 130
+    except Exception as e:
+        if os.environ.get("LEDGER_DEBUG") == "1":
+            traceback.print_exc()
+        message, status = describe(e)
+        fail(message)
+        return status
 
 
 if __name__ == "__main__":
