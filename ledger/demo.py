@@ -67,7 +67,8 @@ class Demo:
             for (code, _), pid in zip(PROVIDERS, self.provider_ids, strict=True)
         ]
         self.accounts: list[_Account] = []
-        self.news_posts: list[UUID] = []
+        # Political news to reprint, by provider: a provider cites only its own posts.
+        self.news_posts: dict[UUID | None, list[UUID]] = {}
         self.sanctioned = 0
 
     def batches(self, accounts_per_batch: int = 10) -> Iterator[list[c.Command]]:
@@ -187,13 +188,14 @@ class Demo:
         self, account: _Account, key: str, ops: Actor, scopes: frozenset[str]
     ) -> Iterator[c.Command]:
         rng = self.rng
+        news = self.news_posts.setdefault(ops.provider_id, [])
         for i in range(rng.randint(5, 25)):
-            reprint = bool(self.news_posts) and (
+            reprint = bool(news) and (
                 ("publish" not in scopes and bool(scopes)) or rng.random() < 0.05
             )
             allowed = bool(scopes) if reprint else "publish" in scopes
             political = allowed and rng.random() < 0.6
-            source = rng.choice(self.news_posts) if reprint else None
+            source = rng.choice(news) if reprint else None
             ref = f"{i:03d}"
             post = ids.post_id(account.id, ref)
             yield c.PublishPost(
@@ -208,7 +210,7 @@ class Demo:
             )
             account.posts.append(post)
             if political and not reprint:
-                self.news_posts.append(post)
+                news.append(post)
             yield from self._reach(post, f"{key}:post:{ref}", ops)
 
     def _reach(self, post: UUID, key: str, ops: Actor) -> Iterator[c.Command]:

@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.persistence import InterfaceError, Notification, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.utils import retry
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
@@ -105,6 +106,9 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 ],
             )
 
+    # A connection the server closed (restart, terminated backend) fails at once; the
+    # pool drops it and the next attempt takes another, as the library's own reads do.
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.05)
     def _rows(self, query: Composed, params: Sequence[Any]) -> list[DictRow]:
         # Unprepared, so every run is planned for its own parameters: a prepared
         # statement's cached generic plan, made while a table was small, seq-scans it
@@ -177,7 +181,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
         rows = self._rows(
             SQL(
                 "SELECT max(originator_version) AS v FROM {e} WHERE originator_id = %s"
-                " AND (convert_from(state, 'UTF8')::jsonb #>> '{{timestamp,_data_}}')::timestamptz"
+                " AND (convert_from(state, 'UTF8')::json #>> '{{timestamp,_data_}}')::timestamptz"
                 " <= %s"
             ).format(e=self.events_table),
             [originator_id, at],

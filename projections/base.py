@@ -9,6 +9,8 @@ names that read model in `depends_on`, so the runner applies it first.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,3 +43,31 @@ def actor_id(event: LoggedEvent) -> str | None:
 
 def actor_role(event: LoggedEvent) -> str | None:
     return event.actor["role"] if event.actor else None
+
+
+# NUL cannot be stored in text or jsonb, and a lone surrogate cannot be encoded at all.
+# The write side refuses both, but events already in the log are immutable.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
+# How NUL and surrogates look in a stored event's JSON: a cheap test before the walk.
+_ESCAPED = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def storable(event: LoggedEvent, stored: bytes) -> LoggedEvent:
+    """The event with what no column can hold replaced by U+FFFD."""
+    if not _ESCAPED.search(stored):
+        return event
+    return dataclasses.replace(
+        event, payload=_storable(event.payload), actor=_storable(event.actor)
+    )

@@ -15,7 +15,18 @@ DDL = """CREATE TABLE IF NOT EXISTS projection_positions (
     name text PRIMARY KEY,
     position bigint NOT NULL DEFAULT 0,
     version int NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now())"""
+    updated_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS projection_failures (
+    projection text NOT NULL,
+    position bigint NOT NULL,
+    error text NOT NULL,
+    failed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (projection, position))"""
+
+# The dead letters: an event a projection could not apply, skipped so the rest goes on.
+RECORD_FAILURE = """INSERT INTO projection_failures (projection, position, error)
+    VALUES (%s, %s, %s) ON CONFLICT (projection, position)
+    DO UPDATE SET error = excluded.error, failed_at = now()"""
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,12 @@ class ProjectionStatus:
     # Age of the oldest event not yet projected (0 when caught up).
     lag_seconds: float
     updated_at: datetime | None
+    # Events recorded as dead letters: skipped because they could not be applied.
+    failures: int = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self.failures == 0
 
 
 def read_positions(
@@ -56,8 +73,10 @@ def status(
     ).fetchone()["head"]  # type: ignore[index]
     rows = cur.execute(
         sql.SQL(
-            "SELECT name, position, updated_at FROM {}.projection_positions ORDER BY name"
-        ).format(sql.Identifier(schema))
+            "SELECT name, position, updated_at, (SELECT count(*) FROM {s}.projection_failures f"
+            " WHERE f.projection = p.name) AS failures"
+            " FROM {s}.projection_positions p ORDER BY name"
+        ).format(s=sql.Identifier(schema))
     ).fetchall()
     now = datetime.now(UTC)
     out = []
@@ -66,7 +85,7 @@ def status(
         if row["position"] < head:
             oldest = cur.execute(
                 sql.SQL(
-                    "SELECT (convert_from(state, 'UTF8')::jsonb #>> '{{timestamp,_data_}}')"
+                    "SELECT (convert_from(state, 'UTF8')::json #>> '{{timestamp,_data_}}')"
                     "::timestamptz AS at FROM {} WHERE notification_id > %s"
                     " ORDER BY notification_id LIMIT 1"
                 ).format(events_table),
@@ -83,6 +102,7 @@ def status(
                 head - row["position"],
                 lag_seconds,
                 row["updated_at"],
+                row["failures"],
             )
         )
     return out

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from psycopg import sql
+from psycopg import Connection, sql
 
 from ledger.application import Ledger
 from ledger.database import Database
@@ -25,15 +25,77 @@ def rebuild(
     schema: str | None = None,
     progress: Progress | None = None,
 ) -> int:
-    """Empty the projections and replay the whole log into them; return events read."""
-    projector = Projector(ledger, database, schema, projections)
+    """Replay the whole log into fresh tables, then swap them in; return events read.
+
+    The live tables stay as they were until the swap, one transaction that holds the
+    live position rows (a running projector waits), applies the last events and moves
+    the fresh tables into place. A rebuild that fails leaves the live tables untouched.
+    """
+    live = Projector(ledger, database, schema, projections)
+    scratch = f"ledger_rebuild_{uuid.uuid4().hex[:10]}"
+    fresh = Projector(ledger, database, scratch, projections)
     try:
-        projector.setup()
-        projector.reset()
+        live.setup()
+        fresh.setup()
         head = ledger.head()
-        return projector.catch_up(progress=(lambda pos: progress(pos, head)) if progress else None)
+        events = fresh.catch_up(progress=(lambda pos: progress(pos, head)) if progress else None)
+        conn = fresh.conn
+        with conn.transaction():
+            _lock_positions(conn, live.schema, projections)
+            events += fresh.catch_up()
+            _swap(conn, scratch, live.schema, projections)
+        return events
     finally:
-        projector.close()
+        live.close()
+        fresh.close()
+        database.drop_schema(scratch)
+
+
+def _lock_positions(
+    conn: Connection[object], schema: str, projections: Sequence[Projection]
+) -> None:
+    conn.execute(
+        sql.SQL("SELECT 1 FROM {}.projection_positions WHERE name = ANY(%s) FOR UPDATE").format(
+            sql.Identifier(schema)
+        ),
+        ([p.name for p in projections],),
+    )
+
+
+def _swap(
+    conn: Connection[object], scratch: str, live: str, projections: Sequence[Projection]
+) -> None:
+    names = [p.name for p in projections]
+    for table in (t for p in projections for t in p.tables):
+        conn.execute(
+            sql.SQL("DROP TABLE IF EXISTS {}.{} CASCADE").format(
+                sql.Identifier(live), sql.Identifier(table)
+            )
+        )
+        conn.execute(
+            sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(
+                sql.Identifier(scratch), sql.Identifier(table), sql.Identifier(live)
+            )
+        )
+    conn.execute(
+        sql.SQL(
+            "UPDATE {live}.projection_positions l SET position = s.position,"
+            " version = s.version, updated_at = now() FROM {scratch}.projection_positions s"
+            " WHERE l.name = s.name AND l.name = ANY(%s)"
+        ).format(live=sql.Identifier(live), scratch=sql.Identifier(scratch)),
+        (names,),
+    )
+    conn.execute(
+        sql.SQL("DELETE FROM {}.projection_failures WHERE projection = ANY(%s)").format(
+            sql.Identifier(live)
+        ),
+        (names,),
+    )
+    conn.execute(
+        sql.SQL("INSERT INTO {}.projection_failures SELECT * FROM {}.projection_failures").format(
+            sql.Identifier(live), sql.Identifier(scratch)
+        )
+    )
 
 
 @dataclass

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -31,12 +31,19 @@ from ledger.database import Database, one_line
 from ledger.log import LoggedEvent
 from ledger.store import log_page
 from projections import positions
-from projections.base import Projection, Statement
+from projections.base import Projection, Statement, storable
 from projections.registry import resolve
 
 log = logging.getLogger("ledger.projector")
 
-PAGE_SIZE = int(os.environ.get("LEDGER_PROJECTION_PAGE", "1000"))
+
+def page_size_from_env() -> int:
+    value = os.environ.get("LEDGER_PROJECTION_PAGE", "1000")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"LEDGER_PROJECTION_PAGE must be a positive whole number, not {value!r}")
+    return int(value)
+
+
 POLL_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 5.0
 
@@ -54,14 +61,14 @@ class Projector:
         database: Database,
         schema: str | None = None,
         projections: Sequence[Projection] | None = None,
-        page_size: int = PAGE_SIZE,
+        page_size: int | None = None,
     ) -> None:
         self.ledger = ledger
         self.database = database
         self.source_schema = ledger.store.datastore.schema or "public"
         self.schema = schema or self.source_schema
         self.projections = tuple(projections) if projections is not None else resolve()
-        self.page_size = page_size
+        self.page_size = page_size or page_size_from_env()
         self.channel = ledger.store.channel_name
         self.events_table = ledger.store.events_table
         self._conn: psycopg.Connection[object] | None = None
@@ -135,11 +142,24 @@ class Projector:
             " WHERE name = %s",
             (p.version, p.name),
         )
+        conn.execute("DELETE FROM projection_failures WHERE projection = %s", (p.name,))
 
     # ----- the work ---------------------------------------------------------------
 
     def step(self, until: dict[str, int] | None = None) -> Step:
-        """Apply one page of events; `until` caps each projection's position."""
+        """Apply one page of events; `until` caps each projection's position.
+
+        A page that fails for any reason but a lost connection is applied again event
+        by event, and what still fails goes to the dead letters."""
+        try:
+            return self._step(until, careful=False)
+        except psycopg.OperationalError:
+            raise
+        except Exception as exc:
+            log.warning("projector: a page failed (%s); applying it event by event", one_line(exc))
+            return self._step(until, careful=True)
+
+    def _step(self, until: dict[str, int] | None, careful: bool) -> Step:
         conn = self.conn
         names = [p.name for p in self.projections]
         with conn.transaction():
@@ -157,7 +177,8 @@ class Projector:
             start = min(at[p.name] for p in active)
             limit = min(self.page_size, max(cap[p.name] for p in active) - start)
             page = self._read(conn, start, limit)
-            self._apply(conn, page, active, at, cap)
+            apply = self._apply_one_by_one if careful else self._apply
+            apply(conn, page, active, at, cap)
             if page:
                 last = page[-1].id
                 for p in active:
@@ -185,22 +206,55 @@ class Projector:
         # Statements are grouped by projection, in dependency order (a projection reads
         # only rows its dependencies wrote for earlier or the same events), and runs of
         # one statement go out as one executemany.
-        ruleset = self.ledger.ruleset
-        mapper = self.ledger.mapper
         statements: dict[str, list[Statement]] = {p.name: [] for p in active}
-        for n in page:
-            wanting = [
-                p for p in active if at[p.name] < n.id <= cap[p.name] and n.topic in p.handlers
-            ]
-            if not wanting:
-                continue
-            event = LoggedEvent.from_notification(n, mapper.to_domain_event(n))
+        for n, wanting in self._wanted(page, active, at, cap):
+            event = self._event(n)
             for p in wanting:
-                statements[p.name].extend(p.statements(event, ruleset))
+                statements[p.name].extend(p.statements(event, self.ledger.ruleset))
         with conn.pipeline(), conn.cursor() as cur:
             for p in active:
                 for query, group in itertools.groupby(statements[p.name], key=lambda s: s[0]):
                     cur.executemany(query, [params for _, params in group])  # type: ignore[arg-type]
+
+    def _apply_one_by_one(
+        self,
+        conn: psycopg.Connection[object],
+        page: list[Notification],
+        active: Sequence[Projection],
+        at: dict[str, int],
+        cap: dict[str, int],
+    ) -> None:
+        """Apply each event to each projection in a savepoint of its own; one that fails
+        is recorded as a dead letter and skipped, so no stored event stops the read side."""
+        for n, wanting in self._wanted(page, active, at, cap):
+            for p in wanting:
+                try:
+                    with conn.transaction(), conn.cursor() as cur:
+                        for query, params in p.statements(self._event(n), self.ledger.ruleset):
+                            cur.execute(query, params)  # type: ignore[arg-type]
+                except psycopg.OperationalError:
+                    raise
+                except Exception as exc:
+                    log.error("projection %s: event %s failed: %s", p.name, n.id, one_line(exc))
+                    conn.execute(positions.RECORD_FAILURE, (p.name, n.id, one_line(exc)[:2000]))
+
+    @staticmethod
+    def _wanted(
+        page: list[Notification],
+        active: Sequence[Projection],
+        at: dict[str, int],
+        cap: dict[str, int],
+    ) -> Iterator[tuple[Notification, list[Projection]]]:
+        for n in page:
+            wanting = [
+                p for p in active if at[p.name] < n.id <= cap[p.name] and n.topic in p.handlers
+            ]
+            if wanting:
+                yield n, wanting
+
+    def _event(self, n: Notification) -> LoggedEvent:
+        event = LoggedEvent.from_notification(n, self.ledger.mapper.to_domain_event(n))
+        return storable(event, n.state)
 
     def catch_up(
         self,
@@ -242,12 +296,12 @@ class Projector:
             except psycopg.errors.LockNotAvailable:
                 log.info("projector: positions are locked by another projector; waiting")
                 stop.wait(backoff)
-            except psycopg.OperationalError as exc:
-                log.warning(
-                    "projector: database connection lost (%s); reconnecting in %.1f s",
-                    one_line(exc),
-                    backoff,
-                )
+            except Exception as exc:  # never die: log, reconnect with backoff, resume
+                if isinstance(exc, psycopg.OperationalError):
+                    log.warning("projector: database connection lost (%s)", one_line(exc))
+                else:
+                    log.exception("projector: unexpected failure")
+                log.info("projector: reconnecting in %.1f s", backoff)
                 self.close()
                 stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)

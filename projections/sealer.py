@@ -23,7 +23,7 @@ from ledger.merkle import MerkleTree
 from ledger.proofcheck import event_leaf_data, leaf_hash
 from ledger.signing import SignedHead, Signer
 from projections.base import Projection
-from projections.runner import PAGE_SIZE, Projector, Step
+from projections.runner import Projector, Step
 
 SIGN_EVERY_SECONDS = 1.0
 
@@ -100,7 +100,7 @@ class Sealer(Projector):
         database: Database,
         schema: str | None = None,
         signer: Signer | None = None,
-        page_size: int = PAGE_SIZE,
+        page_size: int | None = None,
     ) -> None:
         super().__init__(ledger, database, schema, (MERKLE,), page_size)
         self.signer = signer or Signer.from_environment(data_dir())

@@ -317,6 +317,7 @@ class Query:
                     position=p.position,
                     lag_events=p.lag_events,
                     lag_seconds=p.lag_seconds,
+                    failures=p.failures,
                 )
                 for p in lags
             ],

@@ -375,6 +375,9 @@ class ProjectionLag:
     position: Position  # type: ignore[valid-type]
     lag_events: int
     lag_seconds: float
+    failures: int = strawberry.field(
+        description="Events this projection could not apply and skipped (dead letters)."
+    )
 
 
 @strawberry.type
