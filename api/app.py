@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -12,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+from psycopg import sql
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -28,10 +30,10 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from api import auth
 from api.cache import ResponseCache
 from api.graphql.context import Context
-from api.graphql.reads import rows
+from api.graphql.errors import UNAVAILABLE
 from api.graphql.schema import build_schema
 from api.live import Broadcaster
-from api.state import ApiState, make_pool, prepare_tables
+from api.state import DATABASE_FAULTS, ApiState, DatabaseUnavailable, make_pool, prepare_tables
 from ledger.application import Ledger
 from ledger.database import Database, data_dir
 from ledger.signing import Signer
@@ -43,8 +45,8 @@ MAX_BODY_BYTES = 1 << 20
 async def authenticate(state: ApiState, token: str | None) -> auth.Principal | None:
     if not token:
         return None
-    async with state.pool.connection() as conn:
-        return await auth.principal_for(conn, token)
+    found = await state.fetch(auth.PRINCIPAL, (auth.token_hash(token),))
+    return auth.Principal.from_row(found[0]) if found else None
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -122,6 +124,53 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
+READY_WITHIN_SECONDS = 0.8
+STALLED_AFTER_SECONDS = float(os.environ.get("LEDGER_READY_MAX_STALL", "30"))
+
+
+async def readiness(state: ApiState) -> dict[str, Any]:
+    """Ready: the database answers, no projection is more than `max_lag_events` behind,
+    none has dead letters, and none is stalled: it has not moved for
+    `STALLED_AFTER_SECONDS` while an event that old waits for it."""
+    query = sql.SQL(
+        "SELECT p.name, p.position, h.head, extract(epoch FROM now() - p.updated_at) AS idle,"
+        " (SELECT count(*) FROM projection_failures f WHERE f.projection = p.name) AS failures,"
+        " CASE WHEN h.head > p.position THEN (SELECT extract(epoch FROM now() - ("
+        "   convert_from(e.state, 'UTF8')::json #>> '{{timestamp,_data_}}')::timestamptz)"
+        "   FROM {e} e WHERE e.notification_id > p.position"
+        "   ORDER BY e.notification_id LIMIT 1) END AS waiting"
+        " FROM projection_positions p,"
+        " (SELECT coalesce(max(notification_id), 0) AS head FROM {e}) h"
+    ).format(e=state.ledger.store.events_table)
+    found = await state.fetch(query)
+    head = found[0]["head"] if found else None
+    lag = {r["name"]: r["head"] - r["position"] for r in found}
+    failures = {r["name"]: r["failures"] for r in found if r["failures"]}
+    stalled = [
+        r["name"] for r in found if min(r["idle"], r["waiting"] or 0) > STALLED_AFTER_SECONDS
+    ]
+    checks = {
+        "no projections": not found,
+        "lagging": bool(found) and max(lag.values()) > state.max_lag_events,
+        "stalled": stalled,
+        "dead letters": failures,
+    }
+    problems = [name for name, bad in checks.items() if bad]
+    return {
+        "status": problems[0] if problems else "ready",
+        "database": True,
+        "head": head,
+        "lag": lag,
+        "stalled": stalled,
+        "failures": failures,
+    }
+
+
+async def unavailable(request: Request, exc: Exception) -> Response:
+    error = {"message": DatabaseUnavailable.message, "extensions": UNAVAILABLE}
+    return JSONResponse({"errors": [error]}, status_code=503, headers={"Retry-After": "1"})
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
     request_id = uuid.uuid4().hex[:16]
     log.error("request %s: unexpected error", request_id, exc_info=exc)
@@ -154,18 +203,14 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
 
     async def readyz(request: Request) -> Response:
         try:
-            head = await state.blocking(ledger.head)
-            found = await rows(state, "SELECT name, position FROM projection_positions", {})
-            positions = {r["name"]: r["position"] for r in found}
-        except Exception as exc:  # any failure means not ready; say which
-            log.warning("readyz: %s", type(exc).__name__)
-            return JSONResponse({"status": "unavailable", "database": False}, status_code=503)
-        lag = {name: head - p for name, p in positions.items()}
-        ready = bool(positions) and max(lag.values()) <= state.max_lag_events
-        return JSONResponse(
-            {"status": "ready" if ready else "lagging", "database": True, "head": head, "lag": lag},
-            status_code=200 if ready else 503,
-        )
+            report = await asyncio.wait_for(readiness(state), READY_WITHIN_SECONDS)
+        except (TimeoutError, DatabaseUnavailable):
+            report = {"status": "unavailable", "database": False}
+        report["live"] = state.extras["broadcaster"].live
+        ready = report["status"] == "ready" and report["live"]
+        if not ready and report["status"] == "ready":
+            report["status"] = "live feed down"
+        return JSONResponse(report, status_code=200 if ready else 503)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -190,7 +235,10 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
             WebSocketRoute("/graphql", graphql),
         ],
         middleware=[Middleware(BodyLimit)],
-        exception_handlers={Exception: unexpected},
+        exception_handlers={
+            **{fault: unavailable for fault in (DatabaseUnavailable, *DATABASE_FAULTS)},
+            Exception: unexpected,
+        },
         lifespan=lifespan,
     )
     app.state.ledger_state = state

@@ -107,14 +107,8 @@ def revoke_token(conn: psycopg.Connection[object], schema: str, token_or_id: str
     return row is not None
 
 
-async def principal_for(conn: psycopg.AsyncConnection[object], token: str) -> Principal | None:
-    cur = await conn.execute(
-        "SELECT token_id, name, role, provider_id FROM api_tokens"
-        " WHERE token_hash = %s AND revoked_at IS NULL",
-        (token_hash(token),),
-    )
-    row: Any = await cur.fetchone()
-    return None if row is None else Principal.from_row(row)
+PRINCIPAL = """SELECT token_id, name, role, provider_id FROM api_tokens
+    WHERE token_hash = %s AND revoked_at IS NULL"""
 
 
 def bearer(header: str | None) -> str | None:

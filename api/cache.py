@@ -52,9 +52,7 @@ class Seen:
 
 
 async def look_up(state: ApiState, token: str | None) -> Seen:
-    async with state.pool.connection() as conn:
-        cur = await conn.execute(LOOKUP, (auth.token_hash(token or ""),))
-        row: Any = await cur.fetchone()
+    (row,) = await state.fetch(LOOKUP, (auth.token_hash(token or ""),))
     principal = None
     if token and row["token_id"] is not None:
         principal = Principal.from_row(row)

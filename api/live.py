@@ -13,12 +13,13 @@ from collections import deque
 import psycopg
 from psycopg import sql
 
-from api.state import ApiState
+from api.state import DATABASE_FAULTS, ApiState, DatabaseUnavailable
 from ledger.database import one_line
 from ledger.log import LoggedEvent
 
 log = logging.getLogger("ledger.api.live")
 PAGE = 500
+MAX_BACKOFF_SECONDS = 1.0
 
 
 class SlowSubscriber(Exception):
@@ -63,6 +64,8 @@ class Broadcaster:
         self.subscribers: set[Subscriber] = set()
         self.position: int | None = None
         self.task: asyncio.Task[None] | None = None
+        # True while LISTEN is up and every event up to `position` has been handed out.
+        self.live = False
 
     def subscribe(self) -> Subscriber:
         subscriber = Subscriber(self.buffer_limit)
@@ -82,16 +85,26 @@ class Broadcaster:
                 await self.task
 
     async def _supervise(self) -> None:
+        """Follow the log for as long as the process runs. Whatever goes wrong (a lost
+        connection, a restarted server, a bug) is logged and followed by a reconnect;
+        `position` survives, so subscribers miss nothing and get nothing twice."""
         backoff = 0.1
         while True:
             try:
                 await self._follow()
-            except (psycopg.OperationalError, OSError) as exc:
-                log.warning(
-                    "live events: connection lost (%s); retrying in %.1f s", one_line(exc), backoff
-                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.live = False
+                if isinstance(exc, (*DATABASE_FAULTS, OSError, DatabaseUnavailable)):
+                    log.warning("live events: database lost (%s)", one_line(exc))
+                else:
+                    log.exception("live events: unexpected failure")
+                log.info("live events: reconnecting in %.1f s", backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            else:
+                backoff = 0.1
 
     async def _follow(self) -> None:
         ledger = self.state.ledger
@@ -105,6 +118,9 @@ class Broadcaster:
                 self.position = await self.state.blocking(ledger.head)
             while True:
                 await self._publish_new()
+                if not self.live:
+                    self.live = True
+                    log.info("live events: following the log from position %d", self.position)
                 async for _ in conn.notifies(timeout=1.0, stop_after=1):
                     pass
 

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID
 
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api import auth
 from ledger.application import Ledger
@@ -22,6 +25,18 @@ from ledger.database import Database
 from ledger.log import LoggedEvent
 
 T = TypeVar("T")
+log = logging.getLogger("ledger.api")
+
+# What a lost, restarted or unreachable database looks like, from the pool, from psycopg
+# and from the event store (which has retried already).
+DATABASE_FAULTS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout,
+                   OperationalError, InterfaceError)  # fmt: skip
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached: clients see STORAGE_UNAVAILABLE and retry."""
+
+    message = "the database is unavailable; retry shortly"
 
 
 @dataclass
@@ -38,7 +53,26 @@ class ApiState:
     async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call (the event store's) off the event loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+        except DATABASE_FAULTS as exc:
+            log.warning("event store unavailable: %s", type(exc).__name__)
+            raise DatabaseUnavailable from None
+
+    async def fetch(self, query: Any, params: Any = None) -> list[dict[str, Any]]:
+        """Rows from the read tables. A connection the server closed (a restart, a
+        terminated backend) is dropped and the query tried once more on a fresh one."""
+        for attempt in (1, 2):
+            try:
+                async with self.pool.connection() as conn:
+                    cur = await conn.execute(query, params)
+                    return await cur.fetchall()  # type: ignore[return-value]
+            except DATABASE_FAULTS as exc:
+                log.warning("read tables unavailable (attempt %d): %s", attempt, type(exc).__name__)
+                if attempt == 2:
+                    raise DatabaseUnavailable from None
+                await self.pool.check()
+        raise AssertionError("unreachable")
 
     async def log_page(
         self,
@@ -68,7 +102,7 @@ def make_pool(database: Database, schema: str, size: int) -> AsyncConnectionPool
         kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5},
         configure=configure,
         open=False,
-        timeout=10,
+        timeout=5,
     )
 
 

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,9 @@ class ApiServer:
             wait_for(conn, self.schema, self.ledger.head(), timeout=20)
 
 
-@pytest.fixture
-def server(ledger: Ledger, database: Database, schema: str, data_dir: Path) -> Iterator[ApiServer]:
+@contextmanager
+def running_api(ledger: Ledger, database: Database, schema: str) -> Iterator[ApiServer]:
+    """The API server on a free loopback port, with a projector and a sealer beside it."""
     stop = threading.Event()
     followers = [Projector(ledger, database, schema), Sealer(ledger, database, schema)]
     threads = []
@@ -91,16 +93,26 @@ def server(ledger: Ledger, database: Database, schema: str, data_dir: Path) -> I
     while not server.started:
         assert time.monotonic() < deadline, "the API server did not start"
         time.sleep(0.02)
-    yield ApiServer(
-        f"http://127.0.0.1:{port}/graphql",
-        f"ws://127.0.0.1:{port}/graphql",
-        database,
-        ledger,
-        schema,
-        app.state.ledger_state,
-    )
-    server.should_exit = True
-    thread.join(20)
-    stop.set()
-    for t in threads:
-        t.join(20)
+    try:
+        yield ApiServer(
+            f"http://127.0.0.1:{port}/graphql",
+            f"ws://127.0.0.1:{port}/graphql",
+            database,
+            ledger,
+            schema,
+            app.state.ledger_state,
+        )
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        stop.set()
+        for t in threads:
+            t.join(20)
+    assert not thread.is_alive(), "the API server did not stop"
+    assert not any(t.is_alive() for t in threads), "a follower did not stop"
+
+
+@pytest.fixture
+def server(ledger: Ledger, database: Database, schema: str, data_dir: Path) -> Iterator[ApiServer]:
+    with running_api(ledger, database, schema) as api:
+        yield api

@@ -13,6 +13,8 @@ from typing import Any
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
+from api.state import DATABASE_FAULTS, DatabaseUnavailable
+
 log = logging.getLogger("ledger.api")
 
 
@@ -26,6 +28,9 @@ class ApiError(GraphQLError):
             extensions["details"] = details
         super().__init__(message, extensions=extensions)
         self.code = code
+
+
+UNAVAILABLE = {"code": "STORAGE_UNAVAILABLE", "retryable": True}
 
 
 def bad_input(message: str, **details: Any) -> ApiError:
@@ -51,6 +56,8 @@ class ErrorPolicy(SchemaExtension):
         if original is None or isinstance(original, GraphQLError):
             code = {"code": "GRAPHQL_VALIDATION_FAILED"}
             return _with(error, error.message, {**code, **(error.extensions or {})})
+        if isinstance(original, (DatabaseUnavailable, *DATABASE_FAULTS)):
+            return _with(error, DatabaseUnavailable.message, UNAVAILABLE)
         request_id = uuid.uuid4().hex[:16]
         log.error("request %s: unexpected error", request_id, exc_info=original)
         message = f"internal error (request id {request_id})"

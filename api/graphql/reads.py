@@ -54,9 +54,7 @@ class Where:
 
 
 async def rows(state: ApiState, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    async with state.pool.connection() as conn:
-        cur = await conn.execute(query, params)  # type: ignore[arg-type]
-        return await cur.fetchall()  # type: ignore[return-value]
+    return await state.fetch(query, params)
 
 
 async def keyset_page(

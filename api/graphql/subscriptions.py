@@ -17,6 +17,7 @@ from api.graphql.queries import log_event, owners
 from api.graphql.reads import parse_id, rows
 from api.graphql.types import LogEvent
 from api.live import PAGE, SlowSubscriber
+from api.state import DatabaseUnavailable
 from ledger.domain import EVENT_TYPES
 from ledger.log import LoggedEvent
 
@@ -98,6 +99,10 @@ async def _stream(
                 yield log_event(e)
     except SlowSubscriber as e:
         raise ApiError("SLOW_SUBSCRIBER", str(e), cursor=str(last)) from None
+    except DatabaseUnavailable:
+        raise ApiError(
+            "STORAGE_UNAVAILABLE", DatabaseUnavailable.message, cursor=str(last)
+        ) from None
     finally:
         if subscriber is not None:
             state.extras["broadcaster"].unsubscribe(subscriber)
