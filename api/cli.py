@@ -231,9 +231,23 @@ def cmd_status(args: argparse.Namespace) -> int:
             raise CliError("no projections yet: run `ledger project` or `ledger rebuild`") from None
         head = ledger.head()
         print(f"log head: {head}")
-        print(f"  {'projection':<16} {'position':>10} {'lag events':>11} {'lag s':>9}")
+        print(
+            f"  {'projection':<16} {'position':>10} {'lag events':>11} {'lag s':>9}"
+            f" {'failed':>7}"
+        )
         for r in rows:
-            print(f"  {r.name:<16} {r.position:>10} {r.lag_events:>11} {r.lag_seconds:>9.1f}")
+            print(
+                f"  {r.name:<16} {r.position:>10} {r.lag_events:>11} {r.lag_seconds:>9.1f}"
+                f" {r.failures:>7}"
+            )
+    unhealthy = [r.name for r in rows if not r.healthy]
+    if unhealthy:
+        print(
+            f"not healthy: {', '.join(unhealthy)} skipped events they could not apply"
+            " (see the table projection_failures; fix, then `ledger rebuild`)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

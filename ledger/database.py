@@ -51,7 +51,7 @@ class Database:
             with psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
                 conn.execute("SELECT 1")
         except psycopg.Error as e:
-            raise DatabaseError(f"cannot connect to the database: {e}".strip()) from None
+            raise DatabaseError(f"cannot connect to the database: {one_line(e)}") from None
         return self
 
     def _start_embedded(self) -> str:

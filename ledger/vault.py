@@ -47,7 +47,10 @@ class Vault:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(base64.b64encode(secrets.token_bytes(32)).decode())
-        return cls(base64.b64decode(path.read_text().strip()))
+        try:
+            return cls(base64.b64decode(path.read_text().strip(), validate=True))
+        except ValueError:
+            raise ValueError(f"{path} must hold the base64 of 32 bytes") from None
 
     def seal(self, account_id: UUID, identity: dict[str, str]) -> str:
         nonce = secrets.token_bytes(12)

@@ -11,12 +11,17 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ledger import Database
@@ -57,3 +62,48 @@ class ColdProcess:
         if done.returncode != 0 or "\0RESULT" not in done.stdout:
             pytest.fail(f"cold process failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
         return json.loads(done.stdout.rsplit("\0RESULT", 1)[1])
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`ledger ARGS` in a new process."""
+        return subprocess.run(
+            [sys.executable, "-m", "api.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    @contextmanager
+    def serve(self, port: int) -> Iterator[str]:
+        """`ledger serve` (with its projector) in a new process; yields the GraphQL URL
+        once /readyz says ready, and checks that SIGTERM stops it cleanly."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while not _ready(base):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    pytest.fail(f"ledger serve did not become ready:\n{process.communicate()[1]}")
+                time.sleep(0.1)
+            yield f"{base}/graphql"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=30)
+        # uvicorn shuts down gracefully, then re-raises SIGTERM as its exit status.
+        assert process.returncode in (0, -signal.SIGTERM), (process.returncode, err)
+        assert "Application shutdown complete" in err, err
+        assert "Traceback" not in err and "shutdown failed" not in err, err
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
