@@ -10,7 +10,6 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from typing import Any
 
 from psycopg import sql
@@ -20,81 +19,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
-from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-)
 
-from api import auth
 from api.cache import ResponseCache
-from api.graphql.context import Context
 from api.graphql.errors import UNAVAILABLE
 from api.graphql.schema import build_schema
+from api.http import GraphQLHttp
 from api.live import Broadcaster
 from api.state import DATABASE_FAULTS, ApiState, DatabaseUnavailable, make_pool, prepare_tables
+from api.websocket import WebSocketGraphQL
 from ledger.application import Ledger
 from ledger.database import Database, data_dir
 from ledger.signing import Signer
 
 log = logging.getLogger("ledger.api")
 MAX_BODY_BYTES = 1 << 20
-
-
-async def authenticate(state: ApiState, token: str | None) -> auth.Principal | None:
-    if not token:
-        return None
-    found = await state.fetch(auth.PRINCIPAL, (auth.token_hash(token),))
-    return auth.Principal.from_row(found[0]) if found else None
-
-
-class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    """Authenticate at connection_init: a missing or bad token closes with 4401."""
-
-    async def handle_connection_init(self, message: Any) -> None:
-        payload = message.get("payload") or {}
-        token = None
-        if isinstance(payload, dict):
-            token = auth.bearer(str(payload.get("authorization") or "")) or payload.get("token")
-        token = token or auth.bearer(self.websocket.headers.get("authorization"))
-        principal = await authenticate(
-            self.context.state, token if isinstance(token, str) else None
-        )
-        if principal is None:
-            await self.websocket.close(
-                code=4401, reason="UNAUTHENTICATED: a valid token is required"
-            )
-            return
-        self.context.principal = principal
-        await super().handle_connection_init(message)
-
-
-class LedgerGraphQL(GraphQL[Context, None]):
-    graphql_transport_ws_handler_class = TransportWSHandler
-
-    def __init__(self, state: ApiState, graphiql: bool) -> None:
-        super().__init__(
-            build_schema(),
-            graphql_ide="graphiql" if graphiql else None,
-            allow_queries_via_get=False,
-            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
-            connection_init_wait_timeout=timedelta(
-                seconds=float(os.environ.get("LEDGER_WS_INIT_TIMEOUT", "10"))
-            ),
-        )
-        self.state = state
-
-    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        context = Context(state=self.state, request=request, response=response)
-        if isinstance(request, Request):
-            seen = request.scope.get("state", {}).get("seen")  # from the response cache
-            if seen is not None:
-                context.principal = seen.principal
-            else:
-                token = auth.bearer(request.headers.get("authorization"))
-                context.principal = await authenticate(self.state, token)
-        return context
 
 
 class BodyLimit:
@@ -194,8 +132,9 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
         max_lag_events=int(os.environ.get("LEDGER_READY_MAX_LAG", "10000")),
         public_key=Signer.from_environment(data_dir()).public_key_hex,
     )
-    graphql = LedgerGraphQL(state, graphiql=os.environ.get("LEDGER_GRAPHIQL", "0") == "1")
-    cache = state.extras["cache"] = ResponseCache(graphql, state)
+    schema = build_schema()
+    http = GraphQLHttp(schema, state, graphiql=os.environ.get("LEDGER_GRAPHIQL", "0") == "1")
+    cache = state.extras["cache"] = ResponseCache(http, state)
     cache_on = os.environ.get("LEDGER_RESPONSE_CACHE", "1") == "1"
 
     async def healthz(request: Request) -> Response:
@@ -231,8 +170,8 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/graphql", cache if cache_on else graphql, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", graphql),
+            Route("/graphql", cache if cache_on else http),
+            WebSocketRoute("/graphql", WebSocketGraphQL(schema, state)),
         ],
         middleware=[Middleware(BodyLimit)],
         exception_handlers={

@@ -83,6 +83,8 @@ class ResponseCache:
             b"\0".join(
                 [
                     body,
+                    headers.get(b"accept", b""),
+                    headers.get(b"content-type", b""),
                     seen.principal.token_id.encode(),
                     str(seen.position).encode(),
                     str(int(self.state.ledger.clock().timestamp())).encode(),

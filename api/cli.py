@@ -232,8 +232,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         head = ledger.head()
         print(f"log head: {head}")
         print(
-            f"  {'projection':<16} {'position':>10} {'lag events':>11} {'lag s':>9}"
-            f" {'failed':>7}"
+            f"  {'projection':<16} {'position':>10} {'lag events':>11} {'lag s':>9} {'failed':>7}"
         )
         for r in rows:
             print(

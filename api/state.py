@@ -59,6 +59,13 @@ class ApiState:
             log.warning("event store unavailable: %s", type(exc).__name__)
             raise DatabaseUnavailable from None
 
+    async def principal(self, token: str | None) -> auth.Principal | None:
+        """Who holds this bearer token (None: no token, or unknown or revoked)."""
+        if not token:
+            return None
+        found = await self.fetch(auth.PRINCIPAL, (auth.token_hash(token),))
+        return auth.Principal.from_row(found[0]) if found else None
+
     async def fetch(self, query: Any, params: Any = None) -> list[dict[str, Any]]:
         """Rows from the read tables. A connection the server closed (a restart, a
         terminated backend) is dropped and the query tried once more on a fresh one."""

@@ -133,8 +133,11 @@ def test_http_level_errors_are_4xx_never_500(server: ApiServer) -> None:
     big = {"query": "{ providers { code } }", "variables": {"x": "y" * (2 << 20)}}
     assert server.post(big, token).status_code == 413
     unknown_op = {"query": "query A { providers { code } }", "operationName": "B"}
-    response = server.post(unknown_op, token)
-    assert 400 <= response.status_code < 500
+    modern = server.post(unknown_op, token, headers={"Accept": "application/graphql-response+json"})
+    assert modern.status_code == 400 and "data" not in modern.json()
+    assert modern.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    legacy = server.post(unknown_op, token)  # application/json: 200, as the spec asks
+    assert legacy.status_code == 200 and legacy.json()["errors"][0]["extensions"]["code"]
 
 
 def test_depth_aliases_and_tokens_are_limited(server: ApiServer) -> None:

@@ -18,6 +18,31 @@ from api.state import DATABASE_FAULTS, DatabaseUnavailable
 log = logging.getLogger("ledger.api")
 
 
+# Every `extensions.code` a GraphQL error or an HTTP error body can carry, in every
+# transport (HTTP, Server-Sent Events, WebSocket). The README lists them; a test walks them.
+# Refusals of a command are not errors: mutations answer them as typed results.
+ERROR_CODES: dict[str, str] = {
+    "GRAPHQL_PARSE_FAILED": "the document is not valid GraphQL syntax",
+    "GRAPHQL_VALIDATION_FAILED": "the document does not fit the schema or breaks a limit",
+    "BAD_USER_INPUT": "an argument or variable has a bad value (an id, a cursor, a position)",
+    "UNAUTHENTICATED": "no token, or a token that is unknown or revoked",
+    "FORBIDDEN": "the role may not read this",
+    "NOT_FOUND": "no such record, or one the caller may not see",
+    "BAD_REQUEST": "the HTTP request is malformed: body not JSON, no query, bad parameters",
+    "UNSUPPORTED_MEDIA_TYPE": "a POST body that is not application/json",
+    "NOT_ACCEPTABLE": "the Accept header names no media type the server can send",
+    "METHOD_NOT_ALLOWED": "a mutation over GET, or a method other than GET and POST",
+    "PAYLOAD_TOO_LARGE": "a request body over 1 MiB",
+    "SUBSCRIPTION_NEEDS_STREAM": (
+        "a subscription over plain HTTP: use Accept: text/event-stream or the WebSocket"
+    ),
+    "PROJECTION_LAG": "the read side is behind; resubscribe shortly",
+    "SLOW_SUBSCRIBER": "a subscriber fell too far behind; resubscribe from details.cursor",
+    "STORAGE_UNAVAILABLE": "the database cannot be reached; retry (details.cursor to resume)",
+    "INTERNAL": "a fault of the server; the log holds the request id",
+}
+
+
 class ApiError(GraphQLError):
     """An error meant for the client: its message and code are shown as they are. A
     GraphQLError, so it keeps its code on every path (subscriptions included)."""
@@ -64,6 +89,22 @@ class ErrorPolicy(SchemaExtension):
         if debug():
             message += f": {type(original).__name__}: {original}"
         return _with(error, message, {"code": "INTERNAL", "requestId": request_id})
+
+
+def coded(error: dict[str, Any]) -> dict[str, Any]:
+    """A formatted error with an `extensions.code`, whatever produced it: the parser and
+    the validator of graphql-core give none."""
+    extensions = error.setdefault("extensions", {})
+    if "code" not in extensions:
+        message = str(error.get("message", ""))
+        if message.startswith("Syntax Error"):
+            extensions["code"] = "GRAPHQL_PARSE_FAILED"
+        elif message.startswith("Variable '$"):
+            extensions["code"] = "BAD_USER_INPUT"
+        else:
+            extensions["code"] = "GRAPHQL_VALIDATION_FAILED"
+        error["message"] = message.replace("not to be None", "not to be null")
+    return error
 
 
 def _with(error: GraphQLError, message: str, extensions: dict[str, Any]) -> GraphQLError:

@@ -1,0 +1,328 @@
+"""GraphQL over HTTP, as the GraphQL Foundation's spec has it, and over Server-Sent Events.
+
+- POST with a JSON body, or GET with `query`, `variables`, `operationName` parameters
+  (queries only: a mutation over GET is 405).
+- The response's media type follows `Accept`: `application/graphql-response+json`
+  (a request that fails before execution, a parse, validation or variable error, is then
+  400 without `data`), `application/json` (the legacy type, always 200), or
+  `text/event-stream`, which streams any operation, subscriptions included, as the
+  graphql-sse protocol's distinct-connections mode: `next` events, then `complete`.
+- Every error body, HTTP-level ones included, is GraphQL JSON with `extensions.code`.
+- GET answers carry an ETag and `Cache-Control: private, no-cache`, so a cache may keep
+  them and must revalidate (304 when nothing changed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from graphql import DocumentNode, GraphQLError, OperationType, get_operation_ast, parse
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+from strawberry import Schema
+from strawberry.http.ides import get_graphql_ide_html
+from strawberry.types import ExecutionResult
+
+from api import auth
+from api.graphql.context import Context
+from api.graphql.errors import coded
+from api.state import ApiState
+
+log = logging.getLogger("ledger.api.http")
+
+JSON = "application/json"
+GRAPHQL_JSON = "application/graphql-response+json"
+EVENT_STREAM = "text/event-stream"
+HEARTBEAT_SECONDS = 12.0
+
+
+class HttpError(Exception):
+    """A request refused before execution, with its status and code."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+@dataclass(frozen=True)
+class GraphQLRequest:
+    query: str
+    variables: dict[str, Any] | None
+    operation_name: str | None
+
+
+def error_body(errors: list[dict[str, Any]], data: Any = None, with_data: bool = False) -> bytes:
+    body: dict[str, Any] = {"data": data} if with_data else {}
+    body["errors"] = [coded(e) for e in errors]
+    return encode(body)
+
+
+def encode(value: Any) -> bytes:
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:  # a lone surrogate read from an old event: escape it
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+def http_error_response(e: HttpError, media: str = JSON) -> Response:
+    body = error_body([{"message": e.message, "extensions": {"code": e.code}}])
+    return Response(body, status_code=e.status, media_type=media, headers=e.headers)
+
+
+# ----- reading the request -------------------------------------------------------------
+
+
+def negotiate(accept: str | None) -> str:
+    """The media type to answer in; none acceptable is 406."""
+    if not accept or not accept.strip():
+        return JSON
+    offered: list[tuple[float, int, str]] = []
+    for index, item in enumerate(accept.split(",")):
+        media, *params = (part.strip().lower() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        chosen = {GRAPHQL_JSON: GRAPHQL_JSON, JSON: JSON, EVENT_STREAM: EVENT_STREAM,
+                  "application/*": JSON, "*/*": JSON}.get(media)  # fmt: skip
+        if chosen and quality > 0:
+            offered.append((-quality, index, chosen))
+    if not offered:
+        raise HttpError(
+            406, "NOT_ACCEPTABLE",
+            f"cannot answer in any type of Accept: {accept[:100]!r};"
+            f" use {GRAPHQL_JSON}, {JSON} or {EVENT_STREAM}",
+        )  # fmt: skip
+    return min(offered)[2]
+
+
+async def read_request(request: Request) -> GraphQLRequest:
+    if request.method == "GET":
+        params: dict[str, Any] = dict(request.query_params)
+        if "variables" in params:
+            params["variables"] = _json_param(params["variables"], "variables")
+        if "extensions" in params:
+            params["extensions"] = _json_param(params["extensions"], "extensions")
+    else:
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != JSON:
+            raise HttpError(
+                415, "UNSUPPORTED_MEDIA_TYPE",
+                f"a POST body must be {JSON}, not {media or 'without a Content-Type'}",
+            )  # fmt: skip
+        try:
+            params = json.loads(await request.body())
+        except ValueError:
+            raise HttpError(400, "BAD_REQUEST", "the request body is not JSON") from None
+        if not isinstance(params, dict):
+            raise HttpError(400, "BAD_REQUEST", "the request body must be a JSON object")
+    return _checked(params)
+
+
+def _json_param(text: str, name: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise HttpError(400, "BAD_REQUEST", f"the {name} parameter is not JSON") from None
+
+
+def _checked(params: dict[str, Any]) -> GraphQLRequest:
+    query = params.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise HttpError(400, "BAD_REQUEST", "no GraphQL query: give `query` as a string")
+    for name in ("variables", "extensions"):
+        if params.get(name) is not None and not isinstance(params[name], dict):
+            raise HttpError(400, "BAD_REQUEST", f"`{name}` must be a JSON object")
+    name = params.get("operationName")
+    if name is not None and not isinstance(name, str):
+        raise HttpError(400, "BAD_REQUEST", "`operationName` must be a string")
+    return GraphQLRequest(query, params.get("variables"), name)
+
+
+@lru_cache(maxsize=1000)
+def parsed(query: str) -> DocumentNode | GraphQLError:
+    try:
+        return parse(query)
+    except GraphQLError as e:
+        return e
+
+
+# ----- answering ----------------------------------------------------------------------
+
+
+class GraphQLHttp:
+    """The ASGI app at /graphql for HTTP (the WebSocket goes to strawberry's handler)."""
+
+    def __init__(self, schema: Schema, state: ApiState, graphiql: bool) -> None:
+        self.schema = schema
+        self.state = state
+        self.graphiql = graphiql
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await self.respond(request)
+        except HttpError as e:
+            log.info("refused %s request: %s %s", request.method, e.code, e.message)
+            response = http_error_response(e)
+        await response(scope, receive, send)
+
+    async def respond(self, request: Request) -> Response:
+        if request.method not in ("GET", "POST"):
+            raise HttpError(405, "METHOD_NOT_ALLOWED", "use GET or POST",
+                            {"Allow": "GET, POST"})  # fmt: skip
+        accept = request.headers.get("accept")
+        if self._wants_ide(request, accept):
+            return HTMLResponse(get_graphql_ide_html("graphiql"))
+        media = negotiate(accept)
+        try:
+            gql = await read_request(request)
+        except HttpError as e:
+            return http_error_response(e, GRAPHQL_JSON if media == GRAPHQL_JSON else JSON)
+        document = parsed(gql.query)
+        if isinstance(document, GraphQLError):
+            return self._request_failed(media, [document.formatted])
+        operation = get_operation_ast(document, gql.operation_name)
+        if operation is None:
+            return self._request_failed(media, [_no_operation(gql.operation_name)])
+        kind = operation.operation
+        if kind is OperationType.MUTATION and request.method == "GET":
+            raise HttpError(405, "METHOD_NOT_ALLOWED", "mutations are sent with POST",
+                            {"Allow": "POST"})  # fmt: skip
+        context = await self._context(request)
+        if media == EVENT_STREAM:
+            return await self._stream(gql, context)
+        if kind is OperationType.SUBSCRIPTION:
+            return self._request_failed(media, [{
+                "message": "a subscription needs a stream: send Accept: text/event-stream,"
+                " or use the WebSocket (graphql-transport-ws)",
+                "extensions": {"code": "SUBSCRIPTION_NEEDS_STREAM"},
+            }])  # fmt: skip
+        result = await self.schema.execute(
+            gql.query, gql.variables, context, operation_name=gql.operation_name
+        )
+        if _failed_before_execution(result):
+            return self._request_failed(media, [e.formatted for e in result.errors or []])
+        body = _result_body(result)
+        if request.method == "GET":
+            return _cacheable(request, body, media)
+        return Response(body, media_type=media, headers={"Cache-Control": "no-store"})
+
+    def _wants_ide(self, request: Request, accept: str | None) -> bool:
+        return (
+            self.graphiql
+            and request.method == "GET"
+            and "query" not in request.query_params
+            and "text/html" in (accept or "")
+        )
+
+    @staticmethod
+    def _request_failed(media: str, errors: list[dict[str, Any]]) -> Response:
+        # The spec's watershed: the new media type says 400 and leaves `data` out; the
+        # legacy one answers 200 with `data: null`.
+        if media == GRAPHQL_JSON:
+            return Response(error_body(errors), status_code=400, media_type=media)
+        body = error_body(errors, with_data=True)
+        status = 400 if media == EVENT_STREAM else 200
+        return Response(body, status_code=status, media_type=JSON)
+
+    async def _context(self, request: Request) -> Context:
+        context = Context(state=self.state, request=request, response=None)
+        seen = request.scope.get("state", {}).get("seen")  # from the response cache
+        if seen is not None:
+            context.principal = seen.principal
+        else:
+            token = auth.bearer(request.headers.get("authorization"))
+            context.principal = await self.state.principal(token)
+        return context
+
+    async def _stream(self, gql: GraphQLRequest, context: Context) -> Response:
+        source = await self.schema.stream(
+            gql.query, gql.variables, context, operation_name=gql.operation_name
+        )
+        first = await anext(aiter(source), None)  # type: ignore[arg-type]
+        if first is None or _failed_before_execution(first):
+            errors = [e.formatted for e in (first.errors or [])] if first else []
+            return self._request_failed(EVENT_STREAM, errors)
+        return StreamingResponse(
+            _events(first, source),  # type: ignore[arg-type]
+            media_type=EVENT_STREAM,
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+
+def _no_operation(name: str | None) -> dict[str, Any]:
+    message = (
+        f"the document has no operation named {name[:100]!r}"
+        if name
+        else "the document holds several operations: name one in operationName"
+    )
+    return {"message": message, "extensions": {"code": "BAD_REQUEST"}}
+
+
+def _failed_before_execution(result: Any) -> bool:
+    """A parse, validation or variable error: no data, and no error has a path."""
+    errors = getattr(result, "errors", None)
+    return bool(errors) and result.data is None and all(e.path is None for e in errors)
+
+
+def _result_body(result: ExecutionResult) -> bytes:
+    body: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        body["errors"] = [coded(e.formatted) for e in result.errors]
+    return encode(body)
+
+
+def _cacheable(request: Request, body: bytes, media: str) -> Response:
+    tag = f'W/"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"ETag": tag, "Cache-Control": "private, no-cache", "Vary": "Authorization, Accept"}
+    if request.headers.get("if-none-match") == tag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=media, headers=headers)
+
+
+async def _events(first: ExecutionResult, source: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    """`next` events, a heartbeat comment while nothing happens, then `complete`."""
+    yield _event("next", _result_body(first))
+    pending: asyncio.Task[Any] | None = None
+    try:
+        while True:
+            pending = pending or asyncio.ensure_future(anext(source))  # type: ignore[arg-type]
+            done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_SECONDS)
+            if not done:
+                yield b":\n\n"
+                continue
+            try:
+                result = pending.result()
+            except StopAsyncIteration:
+                break
+            finally:
+                pending = None
+            yield _event("next", _result_body(result))
+        yield _event("complete", b"")
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        await source.aclose()  # type: ignore[attr-defined]
+
+
+def _event(name: str, data: bytes) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"

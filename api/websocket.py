@@ -1,0 +1,87 @@
+"""GraphQL over WebSocket (graphql-transport-ws), served by strawberry's handler with
+sign-in that accepts what real clients send, and every error given a code."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from graphql import GraphQLError
+from strawberry import Schema
+from strawberry.asgi import GraphQL
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+
+from api import auth
+from api.graphql.context import Context
+from api.graphql.errors import coded
+from api.state import ApiState
+
+
+def token_in(payload: Any) -> str | None:
+    """The token in a connection_init payload: `authorization` (any case, with or
+    without `Bearer`), `token`, or `headers: {Authorization}`."""
+    if not isinstance(payload, dict):
+        return None
+    for key, value in payload.items():
+        if not isinstance(value, str) or not value.strip():
+            continue
+        if key.lower() == "authorization":
+            return auth.bearer(value) or value.strip()
+        if key.lower() == "token":
+            return value.strip()
+    return token_in(payload.get("headers"))
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """Sign in at connection_init; a missing or bad token closes with 4401 and a reason."""
+
+    async def handle_connection_init(self, message: Any) -> None:
+        token = token_in(message.get("payload")) or auth.bearer(
+            self.context.request.headers.get("authorization")
+        )
+        principal = await self.context.state.principal(token)
+        if principal is None:
+            reason = "UNAUTHENTICATED: a valid token is required" if token else (
+                "UNAUTHENTICATED: send a token in connection_init (authorization or token)"
+            )  # fmt: skip
+            await self.websocket.close(code=4401, reason=reason)
+            return
+        self.context.principal = principal
+        await super().handle_connection_init(message)
+
+    @staticmethod
+    def _get_pre_execution_close_reason(error: GraphQLError) -> str | None:
+        # A syntax error or an unknown operation is that operation's error, answered
+        # with an `error` message; closing would end the client's other subscriptions.
+        return None
+
+    async def send_message(self, message: Any) -> None:
+        if message.get("type") == "error":
+            message["payload"] = [coded(e) for e in message["payload"]]
+        elif message.get("type") == "next" and message["payload"].get("errors"):
+            message["payload"]["errors"] = [coded(e) for e in message["payload"]["errors"]]
+        await super().send_message(message)
+
+
+class WebSocketGraphQL(GraphQL[Context, None]):
+    """Strawberry's ASGI app, used for the WebSocket only (HTTP is api.http's)."""
+
+    graphql_transport_ws_handler_class = TransportWSHandler
+
+    def __init__(self, schema: Schema, state: ApiState) -> None:
+        super().__init__(
+            schema,
+            graphql_ide=None,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            connection_init_wait_timeout=timedelta(
+                seconds=float(os.environ.get("LEDGER_WS_INIT_TIMEOUT", "10"))
+            ),
+        )
+        self.state = state
+
+    async def get_context(self, request: Any, response: Any) -> Context:
+        return Context(state=self.state, request=request, response=response)
