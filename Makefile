@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ACCOUNTS ?= 2000
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench faults install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ bench: install
 	$(BIN)/python -m bench.append
 	$(BIN)/python -m bench.projections
 	$(BIN)/python -m bench.api
+
+## Faults under load on a PostgreSQL cluster of its own: backends terminated, restarts,
+## the database stopped, the server killed; exits 1 when a goal is missed (a few minutes).
+faults: install
+	$(BIN)/python -m bench.faults
 
 clean:
 	rm -rf $(VENV) .ledger
