@@ -182,12 +182,16 @@ class LedgerServer:
         ]
 
 
-def wait_ready(url: str, timeout: float = 60) -> None:
+def wait_ready(url: str, timeout: float = 60) -> int:
+    """Until /readyz answers 200; the number of HTTP 500 answers before it."""
     deadline = now() + timeout
+    internal = 0
     while now() < deadline:
         with suppress(httpx.HTTPError):
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return
+            status = httpx.get(url + "/readyz", timeout=2).status_code
+            if status == 200:
+                return internal
+            internal += status == 500
         time.sleep(0.1)
     raise RuntimeError(f"{url}/readyz not 200 within {timeout:.0f} s")
 
@@ -791,13 +795,15 @@ def bench(args: argparse.Namespace, directory: Path) -> bool:
         server = LedgerServer(env, directory)
         try:
             server.start()
-            wait_ready(server.url)
+            internal_at_start = wait_ready(server.url)
             log(f"ledger serve on {server.url}; {args.writers} writers, {args.subscribers}"
                 " subscribers, a readyz poller")  # fmt: skip
             timeline = Timeline()
             clients = make_clients(
                 server.url, token.split()[-1], accounts, after, args.subscribers, timeline
             )
+            if internal_at_start:
+                clients.record.answers[0, "INTERNAL (readyz at startup)"] = internal_at_start
             clients.start()
             run_faults(Target(cluster, server), timeline, args.load, args.stopped)
             clients.stop_writing()
