@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 from psycopg import sql
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -145,6 +146,8 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
             report = await asyncio.wait_for(readiness(state), READY_WITHIN_SECONDS)
         except (TimeoutError, DatabaseUnavailable):
             report = {"status": "unavailable", "database": False}
+        except psycopg.errors.UndefinedTable:  # the projector has not set up its tables
+            report = {"status": "no projections", "database": True}
         report["live"] = state.extras["broadcaster"].live
         ready = report["status"] == "ready" and report["live"]
         if not ready and report["status"] == "ready":

@@ -77,7 +77,7 @@ class ResponseCache:
         seen = await look_up(self.state, auth.bearer(headers.get(b"authorization", b"").decode()))
         scope.setdefault("state", {})["seen"] = seen
         if seen.principal is None or not read_only(body):
-            await self.app(scope, _replay(body), send)
+            await self.app(scope, _replay(body, receive), send)
             return
         key = hashlib.sha256(
             b"\0".join(
@@ -98,7 +98,7 @@ class ResponseCache:
             await _send_response(send, *cached)
             return
         self.misses += 1
-        await self.app(scope, _replay(body), self._keeping(key, send))
+        await self.app(scope, _replay(body, receive), self._keeping(key, send))
 
     def _keeping(self, key: bytes, send: Send) -> Callable[[Message], Awaitable[None]]:
         start: dict[str, Any] = {}
@@ -129,17 +129,19 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def _replay(body: bytes) -> Receive:
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body already read, then the client's own messages (a disconnect, when it
+    comes: a streamed answer listens for it)."""
     sent = False
 
-    async def receive() -> Message:
+    async def replayed() -> Message:
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
+        return await receive()
 
-    return receive
+    return replayed
 
 
 async def _send_response(send: Send, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api import auth
 from ledger.application import Ledger
-from ledger.database import Database
+from ledger.database import POOL_TIMEOUT_S, Database
 from ledger.log import LoggedEvent
 
 T = TypeVar("T")
@@ -76,7 +76,7 @@ class ApiState:
                     return await cur.fetchall()  # type: ignore[return-value]
             except DATABASE_FAULTS as exc:
                 log.warning("read tables unavailable (attempt %d): %s", attempt, type(exc).__name__)
-                if attempt == 2:
+                if attempt == 2 or isinstance(exc, PoolTimeout):  # no connection to be had
                     raise DatabaseUnavailable from None
                 await self.pool.check()
         raise AssertionError("unreachable")
@@ -109,7 +109,7 @@ def make_pool(database: Database, schema: str, size: int) -> AsyncConnectionPool
         kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5},
         configure=configure,
         open=False,
-        timeout=5,
+        timeout=POOL_TIMEOUT_S,
     )
 
 

@@ -51,7 +51,11 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.websocket.close(code=4401, reason=reason)
             return
         self.context.principal = principal
-        await super().handle_connection_init(message)
+        # graphql-ws allows a null or absent payload; strawberry wants an object.
+        payload = message.get("payload")
+        await super().handle_connection_init(
+            {**message, "payload": payload if isinstance(payload, dict) else {}}
+        )
 
     @staticmethod
     def _get_pre_execution_close_reason(error: GraphQLError) -> str | None:

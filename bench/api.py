@@ -116,7 +116,7 @@ POSTGRAPHILE_QUERIES = {
     " orderBy: POSITION_ASC) { edges { node { position type at summary } } } }",
 }
 SUBSCRIPTION = (
-    'subscription($after: String) { events(after: $after, types: ["Post.Published"])'
+    'subscription($after: Position) { events(after: $after, types: ["Post.Published"])'
     " { position type at } }"
 )
 

@@ -21,8 +21,32 @@ from psycopg.conninfo import conninfo_to_dict
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5
+# How long a command or a read waits for a pooled connection before it is answered
+# STORAGE_UNAVAILABLE: short, so an outage is reported rather than waited through.
+POOL_TIMEOUT_S = 2
 LOCK_TIMEOUT_S = 5
 IDLE_IN_TRANSACTION_TIMEOUT_S = 10
+# psycopg_pool retries a lost database after 1 s, then 2, 4, 8 s...: after a 10 s outage
+# the pools came back up to 5 s after the database did. Retry sooner and at least once
+# a second, so the ledger recovers within about a second of the database's return.
+RECONNECT_FIRST_S = 0.1
+RECONNECT_EVERY_S = 1.0
+
+
+def _reconnect_promptly() -> None:
+    from psycopg_pool.base import AttemptWithBackoff
+
+    update_delay = AttemptWithBackoff.update_delay
+
+    def capped(self: AttemptWithBackoff, now: float) -> None:
+        update_delay(self, now)
+        self.delay = min(self.delay, RECONNECT_EVERY_S)
+
+    AttemptWithBackoff.INITIAL_DELAY = RECONNECT_FIRST_S
+    AttemptWithBackoff.update_delay = capped  # type: ignore[method-assign]
+
+
+_reconnect_promptly()
 
 
 def data_dir() -> Path:
@@ -128,7 +152,8 @@ class Database:
             "POSTGRES_USER": str(params.get("user") or "postgres"),
             "POSTGRES_PASSWORD": str(params.get("password") or ""),
             "POSTGRES_SCHEMA": schema,
-            "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S),
+            # The library uses it for connecting and for waiting on its pool.
+            "POSTGRES_CONNECT_TIMEOUT": str(POOL_TIMEOUT_S),
             "POSTGRES_LOCK_TIMEOUT": str(LOCK_TIMEOUT_S),
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(IDLE_IN_TRANSACTION_TIMEOUT_S),
             "POSTGRES_POOL_SIZE": str(size),

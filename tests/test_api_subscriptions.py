@@ -20,11 +20,11 @@ from ledger import Ledger
 from tests.api_server import ApiServer
 from tests.world import World
 
-SANCTIONS = """subscription($after: String, $provider: ID) {
+SANCTIONS = """subscription($after: Position, $provider: ID) {
   sanctionEvents(after: $after, providerId: $provider) { position cursor type originatorId } }"""
-PAYLOADS = """subscription($after: String, $types: [String!]) {
+PAYLOADS = """subscription($after: Position, $types: [String!]) {
   events(after: $after, types: $types) { position cursor originatorId actor { id } payload } }"""
-EVENTS = """subscription($after: String, $types: [String!]) {
+EVENTS = """subscription($after: Position, $types: [String!]) {
   events(after: $after, types: $types) { position cursor type } }"""
 
 

@@ -6,6 +6,7 @@ exactly once."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncGenerator, Callable
 
 import strawberry
@@ -15,6 +16,7 @@ from api.graphql.context import Context
 from api.graphql.errors import ApiError, bad_input
 from api.graphql.queries import log_event, owners
 from api.graphql.reads import parse_id, rows
+from api.graphql.scalars import Position
 from api.graphql.types import LogEvent
 from api.live import PAGE, SlowSubscriber
 from api.state import DatabaseUnavailable
@@ -31,16 +33,13 @@ SANCTION_TYPES = (
 OWNER_TABLES = ("accounts", "posts", "providers")
 
 
-def _cursor(after: str | None) -> int:
-    if after is None:
-        return 0
-    if not after.isdigit():
-        raise bad_input(f"a cursor is a position received before, not {after[:40]!r}")
-    return int(after)
+def _cursor(after: int | None) -> int:
+    return 0 if after is None else int(after)
 
 
-async def _projected(context: Context, position: int, timeout: float = 10.0) -> None:
+async def _projected(context: Context, position: int) -> None:
     """Wait until the tables that say who owns what have reached `position`."""
+    timeout = float(os.environ.get("LEDGER_PROJECTION_WAIT", "10"))
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         found = await rows(
@@ -112,7 +111,7 @@ async def _stream(
 class Subscription:
     @strawberry.subscription(description="Sanction events, replayed from the cursor, then live.")
     async def sanction_events(
-        self, info: Ctx, after: str | None = None, provider_id: strawberry.ID | None = None
+        self, info: Ctx, after: Position | None = None, provider_id: strawberry.ID | None = None
     ) -> AsyncGenerator[LogEvent, None]:
         principal = info.context.who()
         provider = parse_id(provider_id, "providerId") if provider_id else None
@@ -125,7 +124,7 @@ class Subscription:
 
     @strawberry.subscription(description="Every event (providers: their own), then live.")
     async def events(
-        self, info: Ctx, after: str | None = None, types: list[str] | None = None
+        self, info: Ctx, after: Position | None = None, types: list[str] | None = None
     ) -> AsyncGenerator[LogEvent, None]:
         principal = info.context.who()
         unknown = sorted(set(types or ()) - set(EVENT_TYPES))
