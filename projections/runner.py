@@ -45,7 +45,7 @@ def page_size_from_env() -> int:
 
 
 POLL_SECONDS = 1.0
-MAX_BACKOFF_SECONDS = 5.0
+MAX_BACKOFF_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
