@@ -7,7 +7,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast, overload
 from uuid import UUID
@@ -31,7 +31,7 @@ from ledger.log import LoggedEvent
 from ledger.ruleset import Ruleset, load_ruleset
 from ledger.store import IdempotencyRecord, LedgerRecorder, PriorOutcome
 from ledger.unit_of_work import UnitOfWork
-from ledger.vault import Vault
+from ledger.vault import Vault, key_id_in
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class CommandResult:
     position: int | None
     # True when the idempotency key was seen before and nothing was written.
     replayed: bool
+    # A disclosure's identity in clear: never stored, never logged.
+    identity: dict[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,7 @@ class Ledger(Application[UUID]):
     lift_sanction = _CommandMethod(c.LiftSanction)
     appeal_sanction = _CommandMethod(c.AppealSanction)
     decide_appeal = _CommandMethod(c.DecideAppeal)
+    disclose_identity = _CommandMethod(c.DiscloseIdentity)
 
     def execute(self, command: c.Command) -> CommandResult:
         return self.submit([command])[0]
@@ -210,7 +213,9 @@ class Ledger(Application[UUID]):
         self, commands: list[c.Command], keys: list[tuple[str, str]], macs: list[bytes]
     ) -> list[CommandResult]:
         prior = self.store.prior_outcomes(keys)
-        uow = UnitOfWork(self.repository, self.ruleset, self.vault, self.clock())
+        uow = UnitOfWork(
+            self.repository, self.ruleset, self.vault, self.clock(), self.store.data_keys
+        )
         results: list[CommandResult | None] = [None] * len(commands)
         records: list[IdempotencyRecord] = []
         spans: list[tuple[int, int, dict[str, Any]]] = []
@@ -238,11 +243,28 @@ class Ledger(Application[UUID]):
             spans.append((index, len(uow.events) - 1, value))
         self._refuse_existing(uow, len(commands))
         if records:
-            recordings = self.save(*uow.events, *uow.aggregates, idempotency=records)
+            recordings = self.save(
+                *uow.events, *uow.aggregates, idempotency=records, keys=uow.keys
+            )
             for index, last_event, value in spans:
                 position = recordings[last_event].notification.id
                 results[index] = CommandResult(commands[index].type_name, value, position, False)
-        return [r for r in results if r is not None]
+        return [self._disclosed(uow, i, r) for i, r in enumerate(results) if r is not None]
+
+    def _disclosed(self, uow: UnitOfWork, index: int, result: CommandResult) -> CommandResult:
+        """A disclosure's result with the identity opened: with the key read in its own
+        transaction, or, for a replay, with the key as it is now."""
+        if result.command != c.DiscloseIdentity.__name__:
+            return result
+        if index in uow.disclosures:
+            return replace(result, identity=uow.disclosures[index])
+        account_id = UUID(result.value["account_id"])
+        sealed = self.get_account(account_id).identity
+        if sealed is None:
+            raise errors.IdentityErased("the account's identity was erased")
+        key_id = key_id_in(sealed)
+        key = next((k for k in self.store.data_keys(account_id) if k.key_id == key_id), None)
+        return replace(result, identity=self.vault.open(account_id, sealed, key))
 
     def _refuse_existing(self, uow: UnitOfWork, size: int) -> None:
         existing = self.store.existing(list(uow.created))
@@ -250,6 +272,21 @@ class Ledger(Application[UUID]):
             first = min(existing, key=lambda aggregate_id: uow.created[aggregate_id])
             with _in_batch(uow.created[first], size):
                 raise errors.AlreadyExists("it is already registered", id=str(first))
+
+    # ----- personal data -----------------------------------------------------------
+
+    def rotate_kek(
+        self, batch: int = 500, pause: float = 0.0, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Rewrap every data key not under the current KEK, a batch per transaction; no
+        event is touched. Safe to interrupt and run again: it goes on where it stopped."""
+        done = 0
+        while keys := self.store.keys_not_under(self.vault.kek_id, batch):
+            done += self.store.replace_keys([(k, self.vault.rewrap(k)) for k in keys])
+            if progress:
+                progress(done)
+            time.sleep(pause)
+        return done
 
     # ----- reads ----------------------------------------------------------------------
 

@@ -278,7 +278,9 @@ class VerifyIdentity(_AccountCommand):
 
     def execute(self, uow: UnitOfWork) -> dict[str, Any]:
         account = self.account(uow)
-        sealed = uow.vault.seal(account.id, {"name": self.real_name, "id_number": self.id_number})
+        identity = {"name": self.real_name, "id_number": self.id_number}
+        sealed, key = uow.vault.seal(account.id, identity)
+        uow.add_key(key)
         account.verify_identity(
             sealed, self.method, self.verifier or self.actor.id, self.actor, uow.now
         )
@@ -295,7 +297,30 @@ class EraseIdentity(_AccountCommand):
         self._text("reason")
 
     def execute(self, uow: UnitOfWork) -> dict[str, Any]:
-        self.account(uow).erase_identity(self.reason, self.actor, uow.now)
+        account = self.account(uow)
+        account.erase_identity(self.reason, self.actor, uow.now)
+        uow.shred_keys(account.id)
+        return self.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiscloseIdentity(_AccountCommand):
+    """Disclose an account's real identity to a competent authority. The disclosure is
+    recorded (who, when, basis, case) in the transaction that reads the data key."""
+
+    basis: str
+    case_reference: str
+    roles = frozenset({R})
+
+    def validate(self) -> None:
+        super().validate()
+        self._text("basis")
+        self._text("case_reference", max_len=200)
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        account = self.account(uow)
+        sealed = account.disclose_identity(self.basis, self.case_reference, self.actor, uow.now)
+        uow.disclose(account.id, sealed)
         return self.done()
 
 

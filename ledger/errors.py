@@ -186,5 +186,17 @@ class StorageUnavailable(LedgerError):
     code = "STORAGE_UNAVAILABLE"
 
 
+class IdentityErased(LedgerError):
+    code = "IDENTITY_ERASED"
+
+
+class IdentityUnreadable(LedgerError):
+    code = "IDENTITY_UNREADABLE"
+
+
+class RateLimited(LedgerError):
+    code = "RATE_LIMITED"
+
+
 class NotFoundAtPosition(LedgerError):
     code = "NOT_FOUND_AT_POSITION"

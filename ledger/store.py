@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -21,6 +21,9 @@ from eventsourcing.utils import retry
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
+
+from ledger import errors
+from ledger.vault import DataKey
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,20 @@ class IdempotencyRecord:
     result: dict[str, Any]
     last_originator_id: UUID
     last_originator_version: int
+
+
+@dataclass
+class KeyChanges:
+    """What a submission does to the key table, in the same transaction as its events:
+    data keys to add, accounts whose keys to destroy (erasure), and accounts whose keys
+    to read under a share lock (disclosure: an erasure waits until it commits)."""
+
+    new: list[DataKey] = field(default_factory=list)
+    shred: list[UUID] = field(default_factory=list)
+    read: dict[UUID, UUID] = field(default_factory=dict)  # account id -> key id
+
+    def __bool__(self) -> bool:
+        return bool(self.new or self.shred or self.read)
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,23 @@ class LedgerRecorder(PostgresApplicationRecorder):
             ).format(t=self.idempotency_table)
         )
         self.idempotency_constraint = f"{prefix}_idempotency_pkey"
+        # The data keys of identities: outside the event log, so erasure can destroy them.
+        self.keys_table = Identifier(datastore.schema, f"{prefix}_identity_keys")
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {t} ("
+                " key_id uuid PRIMARY KEY,"
+                " account_id uuid NOT NULL,"
+                " kek_id text NOT NULL,"
+                " wrapped bytea NOT NULL,"
+                " created_at timestamptz NOT NULL DEFAULT now())"
+            ).format(t=self.keys_table)
+        )
+        self.sql_create_statements.append(
+            SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (account_id)").format(
+                i=Identifier(f"{prefix}_identity_keys_account"), t=self.keys_table
+            )
+        )
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         # Processes starting at once would race on the catalog ("tuple concurrently
@@ -82,9 +116,12 @@ class LedgerRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         idempotency: Sequence[IdempotencyRecord] = (),
+        keys: KeyChanges | None = None,
         **kwargs: Any,
     ) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
+        if keys:
+            self._change_keys(curs, keys)
         if idempotency:
             curs.executemany(
                 SQL(
@@ -105,6 +142,69 @@ class LedgerRecorder(PostgresApplicationRecorder):
                     for r in idempotency
                 ],
             )
+
+    def _change_keys(self, curs: Cursor[DictRow], keys: KeyChanges) -> None:
+        if keys.shred:
+            curs.execute(
+                SQL("DELETE FROM {t} WHERE account_id = ANY(%s)").format(t=self.keys_table),
+                [list(keys.shred)],
+            )
+        if keys.new:
+            curs.executemany(
+                SQL(
+                    "INSERT INTO {t} (key_id, account_id, kek_id, wrapped) VALUES (%s, %s, %s, %s)"
+                ).format(t=self.keys_table),
+                [(k.key_id, k.account_id, k.kek_id, k.wrapped) for k in keys.new],
+            )
+        if keys.read:
+            curs.execute(
+                SQL("SELECT key_id FROM {t} WHERE key_id = ANY(%s) FOR SHARE").format(
+                    t=self.keys_table
+                ),
+                [list(keys.read.values())],
+            )
+            if len(curs.fetchall()) < len(keys.read):
+                raise errors.IdentityErased("the account's identity was erased")
+
+    def data_keys(self, account_id: UUID) -> list[DataKey]:
+        """The data keys of an account (none once its identity was erased)."""
+        rows = self._rows(
+            SQL(
+                "SELECT key_id, account_id, kek_id, wrapped FROM {t} WHERE account_id = %s"
+            ).format(t=self.keys_table),
+            [account_id],
+        )
+        return [_data_key(r) for r in rows]
+
+    def keys_not_under(self, kek_id: str, limit: int) -> list[DataKey]:
+        rows = self._rows(
+            SQL(
+                "SELECT key_id, account_id, kek_id, wrapped FROM {t} WHERE kek_id <> %s"
+                " ORDER BY key_id LIMIT %s"
+            ).format(t=self.keys_table),
+            [kek_id, limit],
+        )
+        return [_data_key(r) for r in rows]
+
+    def replace_keys(self, rewrapped: Sequence[tuple[DataKey, DataKey]]) -> int:
+        """Store rewrapped keys (old, new), each only if its row is still the old one."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.executemany(
+                SQL(
+                    "UPDATE {t} SET kek_id = %s, wrapped = %s WHERE key_id = %s AND kek_id = %s"
+                ).format(t=self.keys_table),
+                [(new.kek_id, new.wrapped, old.key_id, old.kek_id) for old, new in rewrapped],
+            )
+        return len(rewrapped)
+
+    def keys_by_kek(self) -> dict[str, int]:
+        rows = self._rows(
+            SQL("SELECT kek_id, count(*) AS n FROM {t} GROUP BY kek_id ORDER BY kek_id").format(
+                t=self.keys_table
+            ),
+            [],
+        )
+        return {r["kek_id"]: r["n"] for r in rows}
 
     # A connection the server closed (restart, terminated backend) fails at once; the
     # pool drops it and the next attempt takes another, as the library's own reads do.
@@ -206,6 +306,10 @@ def log_page(
     query = _log_query(events_table, SQL("notification_id > %s"))
     rows = conn.cursor(row_factory=dict_row).execute(query, (after, limit)).fetchall()
     return [_notification(r) for r in rows]
+
+
+def _data_key(row: Mapping[str, Any]) -> DataKey:
+    return DataKey(row["key_id"], row["account_id"], row["kek_id"], bytes(row["wrapped"]))
 
 
 def _log_query(events_table: Composable, where: Composable) -> Composed:

@@ -18,14 +18,23 @@ from ledger import errors
 from ledger.actors import Actor, Role
 from ledger.domain import Account, Post, Provider
 from ledger.ruleset import Ruleset
-from ledger.vault import Vault
+from ledger.store import KeyChanges
+from ledger.vault import DataKey, Vault, key_id_in
 
 A = TypeVar("A", bound=Aggregate)
 
 
 class UnitOfWork:
-    def __init__(self, repository: Repository[UUID], ruleset: Ruleset, vault: Vault, now: datetime):
+    def __init__(
+        self,
+        repository: Repository[UUID],
+        ruleset: Ruleset,
+        vault: Vault,
+        now: datetime,
+        data_keys: Callable[[UUID], list[DataKey]] = lambda account_id: [],
+    ):
         self.repository = repository
+        self.data_keys = data_keys
         self.ruleset = ruleset
         self.vault = vault
         self.now = now
@@ -35,6 +44,27 @@ class UnitOfWork:
         # none exists yet is checked for all of them at once, before saving.
         self.created: dict[UUID, int] = {}
         self.command_index = 0
+        # The key table's part of the submission, and the identities disclosed, by the
+        # index of the disclosing command (in memory only, never saved).
+        self.keys = KeyChanges()
+        self.disclosures: dict[int, dict[str, str]] = {}
+
+    def add_key(self, key: DataKey) -> None:
+        self.keys.new.append(key)
+
+    def shred_keys(self, account_id: UUID) -> None:
+        # Keys an earlier command of this batch created go too; the DELETE runs first.
+        self.keys.new = [k for k in self.keys.new if k.account_id != account_id]
+        self.keys.shred.append(account_id)
+
+    def disclose(self, account_id: UUID, sealed: str) -> None:
+        """Open the identity now, before anything is written (a wrong KEK or a corrupt
+        key refuses the command), and have the transaction hold its key: an erasure
+        committing first makes the disclosure fail, never answer without a trace."""
+        key_id = key_id_in(sealed)
+        key = next((k for k in self.data_keys(account_id) if k.key_id == key_id), None)
+        self.disclosures[self.command_index] = self.vault.open(account_id, sealed, key)
+        self.keys.read[account_id] = key_id
 
     def _load(self, aggregate_id: UUID) -> Aggregate | None:
         if aggregate_id not in self._loaded:

@@ -42,6 +42,9 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     ),
     "Account.IdentityVerified": lambda p: f"real identity verified by {p['method']}",
     "Account.IdentityErased": lambda p: f"real identity erased: {p['reason']}",
+    "Account.IdentityDisclosed": lambda p: (
+        f"real identity disclosed: {p['basis']} (case {p['case_reference']})"
+    ),
     "Account.AgreementSigned": lambda p: f"signed agreement {p['agreement_id']} {p['version']}",
     "Account.Reviewed": lambda p: f"reviewed: {p['outcome']}: {p['reason']}",
     "Account.Filed": lambda p: f"filed with {p['authority']} as {p['reference']}",

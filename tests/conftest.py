@@ -72,7 +72,8 @@ def make_ledger(database: Database, schema: str, vault: Vault, clock: Clock) -> 
 
     def make(**kwargs: object) -> Ledger:
         kwargs.setdefault("clock", clock)
-        ledger = Ledger(database.eventsourcing_env(schema), vault=vault, **kwargs)  # type: ignore[arg-type]
+        kwargs.setdefault("vault", vault)
+        ledger = Ledger(database.eventsourcing_env(schema), **kwargs)  # type: ignore[arg-type]
         made.append(ledger)
         return ledger
 

@@ -29,7 +29,7 @@ HOSTILE = {
 
 def string_fields() -> list[tuple[type[c.Command], str]]:
     out = []
-    for command in c.ALL_COMMANDS:
+    for command in (*c.ALL_COMMANDS, c.DiscloseIdentity):
         hints = typing.get_type_hints(command)
         for f in dataclasses.fields(command):
             if f.name != "actor" and "str" in str(hints[f.name]):

@@ -228,6 +228,20 @@ class Account(Aggregate):
             raise errors.InvalidArgument("the account holds no identity to erase")
         self._identity_erased(reason=reason, actor=actor, timestamp=now)
 
+    def disclose_identity(
+        self, basis: str, case_reference: str, actor: Actor, now: datetime
+    ) -> str:
+        """Record that the identity is disclosed (who, when, on what basis, for which
+        case; never the identity itself); return the sealed identity to open."""
+        if self.identity_erased:
+            raise errors.IdentityErased("the account's identity was erased")
+        if self.identity is None:
+            raise errors.AccountNotVerified("the account's real identity was never verified")
+        self._identity_disclosed(
+            basis=basis, case_reference=case_reference, actor=actor, timestamp=now
+        )
+        return self.identity
+
     def sign_agreement(
         self,
         agreement_id: str,
@@ -396,6 +410,12 @@ class Account(Aggregate):
     def _identity_erased(self, reason: str, actor: Actor, timestamp: datetime) -> None:
         self.identity = None
         self.identity_erased = True
+
+    @event("IdentityDisclosed", topic="Account.IdentityDisclosed")
+    def _identity_disclosed(
+        self, basis: str, case_reference: str, actor: Actor, timestamp: datetime
+    ) -> None:
+        pass
 
     @event("AgreementSigned", topic="Account.AgreementSigned")
     def _agreement_signed(
