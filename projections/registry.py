@@ -6,13 +6,16 @@ from collections.abc import Iterable
 
 from projections.accounts import ACCOUNTS
 from projections.base import Projection
+from projections.disclosures import DISCLOSURES
 from projections.flagged_posts import FLAGGED_POSTS
 from projections.history import HISTORY
 from projections.posts import POSTS
 from projections.providers import PROVIDERS
 from projections.sanctions import SANCTIONS
 
-ALL: tuple[Projection, ...] = (POSTS, ACCOUNTS, SANCTIONS, HISTORY, FLAGGED_POSTS, PROVIDERS)
+ALL: tuple[Projection, ...] = (
+    POSTS, ACCOUNTS, SANCTIONS, HISTORY, FLAGGED_POSTS, PROVIDERS, DISCLOSURES
+)  # fmt: skip
 BY_NAME = {p.name: p for p in ALL}
 
 

@@ -99,7 +99,7 @@ def error_payload(e: errors.LedgerError, principal_role: Role) -> MutationError:
         kind: type[MutationError] = InvalidInput
     elif code.endswith("_NOT_FOUND"):
         kind = NotFound
-    elif code == "ROLE_NOT_PERMITTED":
+    elif code in ("ROLE_NOT_PERMITTED", "RATE_LIMITED"):
         kind = NotPermitted
     elif code in _CONFLICT:
         kind = Conflict
@@ -183,13 +183,13 @@ def build_command(command: type[c.Command], data: Any, key: str, context: Contex
     return command(actor=context.who().actor, idempotency_key=key, **args)
 
 
-def _result_union(name: str, *members: type) -> Any:
+def result_union(name: str, *members: type) -> Any:
     return Annotated[Union[members], strawberry.union(name)]  # noqa: UP007
 
 
 def _mutation(command: type[c.Command]) -> Any:
     input_type = INPUTS[command]
-    result_type = _result_union(f"{command.__name__}Result", CommandSuccess, *ERRORS)
+    result_type = result_union(f"{command.__name__}Result", CommandSuccess, *ERRORS)
 
     async def resolve(info: Ctx, input: Any, idempotency_key: str) -> Any:
         context = info.context
@@ -221,7 +221,7 @@ def _batch_input() -> type:
 
 
 BatchCommand = _batch_input()
-BatchResult = _result_union("BatchResult", BatchSuccess, *ERRORS)
+BatchResult = result_union("BatchResult", BatchSuccess, *ERRORS)
 MAX_BATCH = 500
 
 

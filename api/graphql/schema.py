@@ -28,6 +28,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from api.graphql.disclosures import DisclosureMutation, DisclosureQuery
 from api.graphql.errors import ErrorPolicy
 from api.graphql.integrity import IntegrityQuery
 from api.graphql.mutations import Mutation
@@ -81,8 +82,8 @@ def build_schema(introspection: bool | None = None) -> strawberry.Schema:
     if not introspection:
         extensions.append(DisableIntrospection)
     return LedgerSchema(
-        query=merge_types("Query", (Query, IntegrityQuery)),
-        mutation=Mutation,
+        query=merge_types("Query", (Query, IntegrityQuery, DisclosureQuery)),
+        mutation=merge_types("Mutation", (Mutation, DisclosureMutation)),
         subscription=Subscription,
         extensions=extensions,
         config=StrawberryConfig(scalar_map={Position: POSITION_SCALAR}),
