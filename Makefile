@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python -m bench.append
 	$(BIN)/python -m bench.projections
 	$(BIN)/python -m bench.api
+	$(BIN)/python -m bench.identity
 
 ## Faults under load on a PostgreSQL cluster of its own: backends terminated, restarts,
 ## the database stopped, the server killed; exits 1 when a goal is missed (a few minutes).
