@@ -325,6 +325,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
     if args.action == "new-kek":
         return new_kek()
     with open_ledger() as ledger:
+        if args.action == "shred-erased":
+            print(f"deleted {ledger.shred_erased()} data keys of erased identities")
         if args.action == "rotate-kek":
             done = ledger.rotate_kek(args.batch, progress=lambda n: progress_bar(n, 0, "keys"))
             end_progress()
@@ -505,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     rotate = kek.add_parser("rotate-kek", help="rewrap every data key under the current KEK")
     rotate.add_argument("--batch", type=_positive, default=500)
     kek.add_parser("new-kek", help="retire cipher.key and write a new one")
+    kek.add_parser(
+        "shred-erased", help="delete the keys of erased identities (after restoring keys)"
+    )
     keys.set_defaults(run=cmd_keys)
 
     seal = sub.add_parser("seal", help="seal the log up to its head and print the signed head")

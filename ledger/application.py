@@ -288,6 +288,16 @@ class Ledger(Application[UUID]):
             time.sleep(pause)
         return done
 
+    def shred_erased(self) -> int:
+        """Delete the data keys of every account whose identity was erased last: after a
+        key table was restored from a backup older than some erasures. Returns keys gone."""
+        last: dict[UUID, str] = {}
+        types = ["Account.IdentityVerified", "Account.IdentityErased"]
+        for e in self.read_log(types=types):
+            last[e.originator_id] = e.type
+        erased = [a for a, t in last.items() if t == "Account.IdentityErased"]
+        return self.store.delete_keys(erased)
+
     # ----- reads ----------------------------------------------------------------------
 
     def _aggregate(self, cls: type[A], aggregate_id: UUID | str, version: int | None = None) -> A:

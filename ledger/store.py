@@ -197,6 +197,14 @@ class LedgerRecorder(PostgresApplicationRecorder):
             )
         return len(rewrapped)
 
+    def delete_keys(self, account_ids: Sequence[UUID]) -> int:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                SQL("DELETE FROM {t} WHERE account_id = ANY(%s)").format(t=self.keys_table),
+                [list(account_ids)],
+            )
+            return curs.rowcount
+
     def keys_by_kek(self) -> dict[str, int]:
         rows = self._rows(
             SQL("SELECT kek_id, count(*) AS n FROM {t} GROUP BY kek_id ORDER BY kek_id").format(

@@ -350,3 +350,21 @@ def test_the_key_table_dumps_on_its_own(database: Database, schema: str, ledger:
         rows = conn.execute("SELECT count(*) FROM ledger_identity_keys").fetchone()
     assert rows == (1,)
     _ = psycopg  # the table is its own: pg_dump -t <schema>.ledger_identity_keys
+
+
+def test_keys_restored_from_an_old_backup_are_shredded_again(
+    ledger: Ledger, database: Database, schema: str
+) -> None:
+    world = World(ledger)
+    gone, kept = verified(world), verified(world, "Li Lei", "1")
+    with database.connect(schema) as conn:
+        backup = conn.execute("SELECT * FROM ledger_identity_keys").fetchall()
+    world.run(c.EraseIdentity, account_id=gone, reason="the holder's request")
+    with database.connect(schema) as conn:  # the key table restored from before the erasure
+        conn.execute("DELETE FROM ledger_identity_keys")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO ledger_identity_keys VALUES (%s, %s, %s, %s, %s)", backup)
+    assert len(ledger.store.data_keys(gone)) == 1
+    assert ledger.shred_erased() == 1
+    assert ledger.store.data_keys(gone) == []
+    assert disclose(ledger, kept) == {"name": "Li Lei", "id_number": "1"}
