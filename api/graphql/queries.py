@@ -11,7 +11,7 @@ from strawberry.types import Info
 
 from api.graphql.context import Context, visible_provider
 from api.graphql.errors import ApiError, bad_input
-from api.graphql.reads import Where, keyset_page, page_size, parse_id, rows
+from api.graphql.reads import Where, keyset_page, page_size, parse_id, rows, text_filter
 from api.graphql.scalars import Position
 from api.graphql.types import (
     Account,
@@ -109,8 +109,10 @@ class Query:
         f = filter or AccountFilter()
         where = _confine(info, Where())
         where.when(_id(f.provider_id, "providerId"), "provider_id = %(provider)s", "provider")
-        where.when(f.category, "category = %(category)s", "category")
-        where.when(f.kind, "kind = %(kind)s", "kind")
+        where.when(
+            text_filter(f.category, "filter.category"), "category = %(category)s", "category"
+        )
+        where.when(text_filter(f.kind, "filter.kind"), "kind = %(kind)s", "kind")
         where.when(f.verified, "verified = %(verified)s", "verified")
         where.when(f.marked, "marked = %(marked)s", "marked")
         if f.status is not None:
@@ -199,9 +201,13 @@ class Query:
         where = _confine(info, Where())
         where.when(_id(f.provider_id, "providerId"), "provider_id = %(provider)s", "provider")
         where.when(_id(f.account_id, "accountId"), "account_id = %(account)s", "account")
-        where.when(f.level, "level = %(level)s", "level")
-        where.when(f.issuer_role, "issuer_role = %(role)s", "role")
-        where.when(f.appeal_state, "appeal_state = %(appeal)s", "appeal")
+        where.when(text_filter(f.level, "filter.level"), "level = %(level)s", "level")
+        where.when(
+            text_filter(f.issuer_role, "filter.issuerRole"), "issuer_role = %(role)s", "role"
+        )
+        where.when(
+            text_filter(f.appeal_state, "filter.appealState"), "appeal_state = %(appeal)s", "appeal"
+        )
         where.when(f.imposed_since, "imposed_at >= %(since)s", "since")
         where.when(f.imposed_until, "imposed_at < %(until)s", "until")
         return await keyset_page(
@@ -239,7 +245,7 @@ class Query:
         where = _confine(info, Where())
         where.when(_id(f.provider_id, "providerId"), "provider_id = %(provider)s", "provider")
         where.when(_id(f.account_id, "accountId"), "account_id = %(account)s", "account")
-        where.when(f.metric, "metric = %(metric)s", "metric")
+        where.when(text_filter(f.metric, "filter.metric"), "metric = %(metric)s", "metric")
         where.when(f.since, "crossed_at >= %(since)s", "since")
         where.when(f.until, "crossed_at < %(until)s", "until")
         if f.removed is not None:

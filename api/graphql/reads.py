@@ -3,6 +3,7 @@ the principal may see."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,6 +24,18 @@ def parse_id(value: str, what: str = "id") -> UUID:
         return UUID(str(value))
     except ValueError:
         raise bad_input(f"{what} is not a valid id: {str(value)[:60]!r}") from None
+
+
+# What PostgreSQL cannot take in a text parameter: NUL, and lone surrogates (no UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def text_filter(value: str | None, what: str) -> str | None:
+    """A text to match against a column. No stored text holds NUL or a lone surrogate,
+    and the database refuses them as parameters, so they are bad input, not a fault."""
+    if value is not None and (bad := _UNSTORABLE.search(value)):
+        raise bad_input(f"{what} must not contain the character U+{ord(bad.group()):04X}")
+    return value
 
 
 def page_size(first: int | None) -> int:
