@@ -39,7 +39,7 @@ def read_only(body: bytes) -> bool:
     try:
         request = json.loads(body)
         document = parse(request["query"])
-    except (ValueError, KeyError, TypeError, GraphQLError):
+    except (ValueError, KeyError, TypeError, GraphQLError, RecursionError):
         return False
     operations = [d for d in document.definitions if hasattr(d, "operation")]
     return len(operations) == 1 and operations[0].operation is OperationType.QUERY
@@ -74,7 +74,9 @@ class ResponseCache:
             return
         body = await _read_body(receive)
         headers = dict(scope["headers"])
-        seen = await look_up(self.state, auth.bearer(headers.get(b"authorization", b"").decode()))
+        # Latin-1, as Starlette reads headers: any byte decodes, a bad token is unknown.
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        seen = await look_up(self.state, auth.bearer(authorization))
         scope.setdefault("state", {})["seen"] = seen
         if seen.principal is None or not read_only(body):
             await self.app(scope, _replay(body, receive), send)

@@ -128,7 +128,7 @@ async def read_request(request: Request) -> GraphQLRequest:
             )  # fmt: skip
         try:
             params = json.loads(await request.body())
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past any sense
             raise HttpError(400, "BAD_REQUEST", "the request body is not JSON") from None
         if not isinstance(params, dict):
             raise HttpError(400, "BAD_REQUEST", "the request body must be a JSON object")
@@ -138,7 +138,7 @@ async def read_request(request: Request) -> GraphQLRequest:
 def _json_param(text: str, name: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise HttpError(400, "BAD_REQUEST", f"the {name} parameter is not JSON") from None
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, SelectionSetNode, ValidationContext, ValidationRule
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -41,7 +41,26 @@ MAX_DEPTH = 10
 MAX_ALIASES = 20
 MAX_TOKENS = 2000
 
-RULES = [depth_rule(MAX_DEPTH, None, None), aliases_rule(MAX_ALIASES)]
+class NoEmptySelections(ValidationRule):
+    """`{}` parses (graphql-core 3.3) but selects nothing; refuse it as invalid."""
+
+    def enter_selection_set(self, node: SelectionSetNode, *_: Any) -> None:
+        if not node.selections:
+            self.report_error(GraphQLError("a selection set must select a field", node))
+
+
+class DepthLimit(depth_rule(MAX_DEPTH, None, None)):  # type: ignore[misc]
+    """strawberry's depth limit, which fails with max() of nothing on an empty
+    selection set; NoEmptySelections reports that one."""
+
+    def __init__(self, context: ValidationContext) -> None:
+        try:
+            super().__init__(context)
+        except ValueError:
+            ValidationRule.__init__(self, context)
+
+
+RULES = [NoEmptySelections, DepthLimit, aliases_rule(MAX_ALIASES)]
 
 
 class SafeParserCache(ParserCache):
