@@ -22,6 +22,7 @@ from uuid import UUID
 
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from tqdm import tqdm
 
 from api.auth import create_token, revoke_token
 from api.cli_errors import USAGE, CliError, check_environment, describe, open_vault
@@ -42,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(USAGE)
 
 
-_bar_open = False  # a progress bar ends the last line on stderr
+_bar: Any = None  # the progress bar on stderr, if one is drawn
 
 
 def fail(message: str) -> None:
@@ -69,23 +70,22 @@ def open_ledger(**kwargs: Any) -> Iterator[Ledger]:
 
 
 def progress_bar(done: int, total: int, what: str) -> None:
-    global _bar_open
-    _bar_open = True
-    width = 40
-    filled = width * done // max(total, 1)
-    print(
-        f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what}",
-        end="",
-        file=sys.stderr,
-        flush=True,
-    )
+    """Draw progress with rate and ETA on a terminal (tqdm); nothing when stderr is a
+    file or a pipe, where frames would fill a log."""
+    global _bar
+    if _bar is None:
+        _bar = tqdm(total=total or None, unit=f" {what}", file=sys.stderr, disable=None,
+                    dynamic_ncols=True, leave=True)  # fmt: skip
+    if total and _bar.total != total:
+        _bar.total = total
+    _bar.update(done - _bar.n)
 
 
 def end_progress() -> None:
-    global _bar_open
-    if _bar_open:
-        print(file=sys.stderr)
-        _bar_open = False
+    global _bar
+    if _bar is not None:
+        _bar.close()
+        _bar = None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -316,6 +316,33 @@ def cmd_token(args: argparse.Namespace) -> int:
         raise CliError("no such live token")
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from ledger.importer import run_import
+
+    path = Path(args.file)
+    try:
+        with path.open(encoding="utf-8", errors="surrogateescape") as f:
+            total = sum(1 for line in f if line.strip())
+    except OSError as e:
+        raise CliError(f"{args.file}: {e.strerror}", USAGE) from None
+    with open_ledger() as ledger, path.open(encoding="utf-8", errors="surrogateescape") as f:
+        done = 0
+
+        def progress(n: int) -> None:
+            nonlocal done
+            done += n
+            progress_bar(done, total, "commands")
+
+        report = run_import(ledger, f, batch=args.batch, skip=args.on_error == "skip",
+                            progress=progress)  # fmt: skip
+        end_progress()
+    for p in report.problems:
+        print(f"{args.file}:{p.line}: {p.code}: {p.message}", file=sys.stderr)
+    print(f"recorded {report.recorded}, already recorded {report.replayed},"
+          f" refused or malformed {len(report.problems)}")  # fmt: skip
+    return int(report.status)
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from ledger.signing import Signer
 
@@ -498,6 +525,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = actions.add_parser("revoke", help="revoke a token (the token or its id)")
     revoke.add_argument("token")
     token.set_defaults(run=cmd_token)
+
+    imp = sub.add_parser(
+        "import",
+        help="record commands from a file of JSON lines (exit 0 all recorded, 1 refused,"
+        " 2 malformed, 3 database unavailable)",
+    )
+    imp.add_argument("file")
+    imp.add_argument("--batch", type=_positive, default=500, help="commands per transaction")
+    imp.add_argument("--on-error", choices=["stop", "skip"], default="stop")
+    imp.set_defaults(run=cmd_import)
 
     keys = sub.add_parser(
         "keys", help="print the tree-head signing public key (hex), or manage the KEK"

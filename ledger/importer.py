@@ -1,0 +1,182 @@
+"""Bulk import: commands as JSON lines, recorded in large transactions.
+
+One command a line:
+
+    {"command": "PublishPost", "idempotency_key": "p-1",
+     "actor": {"id": "acme-ops", "role": "provider", "provider_id": "<uuid>"},
+     "args": {"account_id": "<uuid>", "ref": "p-1", "origin": "original", ...}}
+
+Lines go to the ledger `batch` at a time, each batch one transaction. A batch that the
+ledger refuses is tried again line by line, so the refused line is named and the others
+recorded. Every line carries its idempotency key, so running an import again after a
+crash or Ctrl-C records nothing twice: what was recorded before replays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from ledger import commands as c
+from ledger import errors
+from ledger.actors import Actor
+from ledger.application import Ledger
+
+COMMANDS: dict[str, type[c.Command]] = {cmd.__name__: cmd for cmd in c.ALL_COMMANDS}
+
+
+class Status(IntEnum):
+    """The exit status of `ledger import`."""
+
+    RECORDED = 0  # every line is in the ledger, now or from an earlier run
+    REFUSED = 1  # the ledger refused a line (its code and message are reported)
+    MALFORMED = 2  # a line is not a command: bad JSON, an unknown command, a missing field
+    UNAVAILABLE = 3  # the database went away; run the import again
+
+
+@dataclass
+class Problem:
+    line: int
+    code: str
+    message: str
+
+
+@dataclass
+class Report:
+    recorded: int = 0
+    replayed: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    status: Status = Status.RECORDED
+
+
+class MalformedLine(Exception):
+    pass
+
+
+def to_line(command: c.Command) -> str:
+    """The JSON line for a command (the inverse of `parse`)."""
+    args = {
+        f.name: _plain(getattr(command, f.name))
+        for f in dataclasses.fields(command)
+        if f.name not in ("actor", "idempotency_key")
+    }
+    return json.dumps({"command": command.type_name, "idempotency_key": command.idempotency_key,
+                       "actor": command.actor.as_dict(), "args": args})  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def parse(text: str) -> c.Command:
+    try:
+        line = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise MalformedLine(f"not JSON ({e})") from None
+    if not isinstance(line, dict):
+        raise MalformedLine("a line is a JSON object with command, idempotency_key, actor, args")
+    missing = [k for k in ("command", "idempotency_key", "actor", "args") if k not in line]
+    if missing:
+        raise MalformedLine(f"missing {', '.join(missing)}")
+    command = COMMANDS.get(line["command"]) if isinstance(line["command"], str) else None
+    if command is None:
+        raise MalformedLine(f"unknown command {str(line['command'])[:60]!r}")
+    if not isinstance(line["actor"], dict) or not isinstance(line["args"], dict):
+        raise MalformedLine("actor and args are JSON objects")
+    try:
+        actor = Actor.from_dict(line["actor"])
+        return command(actor=actor, idempotency_key=line["idempotency_key"], **line["args"])
+    except TypeError as e:  # a missing or unknown argument
+        raise MalformedLine(f"{line['command']}: {str(e).split(') ', 1)[-1]}") from None
+    except (KeyError, ValueError) as e:
+        raise MalformedLine(f"actor: {e}") from None
+    except errors.LedgerError as e:
+        raise MalformedLine(f"{line['command']}: {e.message}") from None
+
+
+def run_import(
+    ledger: Ledger,
+    lines: Iterable[str],
+    *,
+    batch: int = 500,
+    skip: bool = False,
+    progress: Callable[[int], None] = lambda n: None,
+) -> Report:
+    """Record every line; stop at the first problem unless `skip`."""
+    report = Report()
+    for chunk in _chunks(_numbered(lines, report, skip), batch):
+        try:
+            _record(ledger, chunk, report, skip)
+        except errors.StorageUnavailable as e:
+            report.problems.append(Problem(chunk[0][0], e.code, e.message))
+            report.status = Status.UNAVAILABLE
+            return report
+        progress(len(chunk))
+        if report.problems and not skip:
+            break
+    if report.problems and report.status is Status.RECORDED:
+        report.status = Status.REFUSED
+    return report
+
+
+def _numbered(lines: Iterable[str], report: Report, skip: bool) -> Iterator[tuple[int, c.Command]]:
+    for number, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+        try:
+            yield number, parse(text)
+        except MalformedLine as e:
+            report.problems.append(Problem(number, "MALFORMED", str(e)))
+            report.status = Status.MALFORMED
+            if not skip:
+                return
+
+
+def _chunks(
+    lines: Iterator[tuple[int, c.Command]], size: int
+) -> Iterator[list[tuple[int, c.Command]]]:
+    chunk: list[tuple[int, c.Command]] = []
+    for item in lines:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _record(ledger: Ledger, chunk: list[tuple[int, c.Command]], report: Report, skip: bool) -> None:
+    try:
+        results = ledger.submit([cmd for _, cmd in chunk])
+    except errors.StorageUnavailable:
+        raise
+    except errors.LedgerError:
+        results = None
+    if results is not None:
+        _count(report, results)
+        return
+    for number, cmd in chunk:  # one line at a time: name the refused one, keep the rest
+        try:
+            _count(report, [ledger.execute(cmd)])
+        except errors.StorageUnavailable:
+            raise
+        except errors.LedgerError as e:
+            report.problems.append(Problem(number, e.code, e.message))
+            if not skip:
+                return
+
+
+def _count(report: Report, results: list[Any]) -> None:
+    for r in results:
+        if r.replayed:
+            report.replayed += 1
+        else:
+            report.recorded += 1
