@@ -32,6 +32,7 @@ import itertools
 import os
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -44,6 +45,7 @@ from psycopg import sql
 from bench.common import approved_account, publish_post, quantiles, server_name
 from ledger import Actor, Database, Ledger, Role
 from ledger import commands as c
+from ledger.importer import run_import, to_line
 from ledger.vault import Vault
 
 REGULATOR = Actor("bench-regulator", Role.REGULATOR)
@@ -88,10 +90,21 @@ class Publisher:
 class RawTable:
     """A table of the shape of the ledger's events table, appended to as the library does."""
 
-    def __init__(self, db: Database, schema: str, payload: int) -> None:
+    def __init__(self, db: Database, schema: str, payload: int, create: bool = True) -> None:
         self.payload = payload
         self.conn = db.connect(autocommit=True)
         table = sql.Identifier(schema, "raw_events")
+        if create:
+            self._create(table)
+        self.lock = sql.SQL("LOCK TABLE {t} IN EXCLUSIVE MODE").format(t=table)
+        self.notify = sql.SQL("NOTIFY {c}").format(c=sql.Identifier(f"{schema}_raw_events"))
+        self.insert = sql.SQL(
+            "INSERT INTO {t} (originator_id, originator_version, topic, state)"
+            " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
+            " RETURNING notification_id"
+        ).format(t=table)
+
+    def _create(self, table: sql.Composable) -> None:
         self.conn.execute(
             sql.SQL(
                 "CREATE TABLE {t} (originator_id uuid NOT NULL, originator_version bigint NOT NULL,"
@@ -107,13 +120,6 @@ class RawTable:
                 "CREATE UNIQUE INDEX raw_events_notification_id ON {t} (notification_id)"
             ).format(t=table)
         )
-        self.lock = sql.SQL("LOCK TABLE {t} IN EXCLUSIVE MODE").format(t=table)
-        self.notify = sql.SQL("NOTIFY {c}").format(c=sql.Identifier(f"{schema}_raw_events"))
-        self.insert = sql.SQL(
-            "INSERT INTO {t} (originator_id, originator_version, topic, state)"
-            " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
-            " RETURNING notification_id"
-        ).format(t=table)
 
     def rows(self, n: int) -> list[tuple[UUID, int, str, bytes]]:
         return [(uuid.uuid4(), 1, TOPIC, os.urandom(self.payload)) for _ in range(n)]
@@ -213,6 +219,70 @@ def benchmark(args: argparse.Namespace, db: Database, schema: str) -> None:
         print(f"{label:<24}{q[49] * 1000:>18.2f}{q[98] * 1000:>22.2f}")
 
 
+def concurrently(clients: int, work: Callable[[int], list[float]]) -> tuple[float, list[float]]:
+    """Run work(client) in `clients` threads: (seconds, every call's latency)."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+
+    def run(i: int) -> None:
+        latencies[i] = work(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, [x for xs in latencies for x in xs]
+
+
+def concurrency(args: argparse.Namespace, db: Database, schema: str) -> None:
+    """Ledger.execute and the raw one-row ceiling at each client count; ledger import
+    against raw 100-row batches."""
+    ledger = Ledger(db.eventsourcing_env(schema), vault=Vault(os.urandom(32)))
+    publisher = Publisher(ledger, accounts=64)
+    start = ledger.head()
+    timed(lambda cs: ledger.execute(cs[0]), publisher.commands(50), 1)
+    payload, _ = mean_state_size(db, ledger, start)
+    raws = [RawTable(db, schema, round(payload), create=i == 0) for i in range(max(args.clients))]
+    n = args.commands
+    print(f"\n{'clients':<9}{'ledger cmd/s':>14}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'raw rows/s':>13}{'p99 ms':>9}{'ledger/raw':>12}{'groups':>9}")  # fmt: skip
+    for clients in args.clients:
+        per = n // clients
+        work = [publisher.commands(per) for _ in range(clients)]
+        groups, members = ledger.group_commit.groups, ledger.group_commit.members
+
+        def execute(i: int, work: list[list[c.Command]] = work) -> list[float]:
+            return timed(lambda cs: ledger.execute(cs[0]), work[i], 1)[1]
+
+        seconds, lat = concurrently(clients, execute)
+        per_group = (ledger.group_commit.members - members) / max(
+            1, ledger.group_commit.groups - groups
+        )
+        rows = [raws[i].rows(per) for i in range(clients)]
+        raw_seconds, raw_lat = concurrently(
+            clients, lambda i, rows=rows: timed(raws[i].append, rows[i], 1)[1]
+        )
+        rate, raw_rate = per * clients / seconds, per * clients / raw_seconds
+        q, rq = quantiles(lat), quantiles(raw_lat)
+        print(f"{clients:<9}{rate:>14.0f}{q[49] * 1000:>9.1f}{q[98] * 1000:>9.1f}"
+              f"{raw_rate:>13.0f}{rq[98] * 1000:>9.1f}{rate / raw_rate:>12.2f}"
+              f"{per_group:>9.1f}")  # fmt: skip
+    lines = [to_line(cmd) for cmd in publisher.commands(n)]
+    started = time.perf_counter()
+    report = run_import(ledger, lines, batch=args.batch)
+    import_rate = report.recorded / (time.perf_counter() - started)
+    rows = raws[0].rows(n)
+    raw_seconds, _ = timed(raws[0].append, rows, args.batch)
+    raw_rate = n / raw_seconds
+    print(f"\nledger import ({args.batch} per transaction): {import_rate:.0f} cmd/s;"
+          f" raw {args.batch}-row batches {raw_rate:.0f} rows/s;"
+          f" ratio {import_rate / raw_rate:.2f}")  # fmt: skip
+    for raw in raws:
+        raw.conn.close()
+    ledger.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.append",
@@ -229,6 +299,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--batch", type=int, default=100, help="commands per transaction in (b) (default 100)"
     )
+    parser.add_argument(
+        "--clients",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[1, 16, 64],
+        help="client counts for the concurrency table (default 1,16,64)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 200 commands x 2")
     args = parser.parse_args(argv)
     if args.quick:
@@ -242,6 +318,11 @@ def main(argv: list[str] | None = None) -> None:
         db.create_schema(schema)
         try:
             benchmark(args, db, schema)
+        finally:
+            db.drop_schema(schema)
+        db.create_schema(schema)  # afresh: the same provider and keys again
+        try:
+            concurrency(args, db, schema)
         finally:
             db.drop_schema(schema)
 
