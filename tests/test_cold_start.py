@@ -29,17 +29,22 @@ result = {"views": ledger.get_post(post.id).views,
 """
 
 
-def test_snapshotted_aggregates_load_and_take_commands_in_a_new_process(
-    ledger: Ledger, cold: ColdProcess
-) -> None:
-    world = World(ledger)
+def snapshotted(world: World) -> tuple[UUID, UUID]:
+    """An account and a post each past the snapshot interval."""
     account = world.account()
     post = world.post(account)
     for views in range(1, SNAPSHOT_INTERVAL + 6):
         world.run(c.RecordReach, post_id=post, views=views, reposts=0)
     for _ in range(SNAPSHOT_INTERVAL + 2):
         world.sanction(account, "warning")
+    return account, post
 
+
+def test_snapshotted_aggregates_load_and_take_commands_in_a_new_process(
+    ledger: Ledger, cold: ColdProcess
+) -> None:
+    world = World(ledger)
+    account, post = snapshotted(world)
     got = cold.run(
         LOAD_AND_WRITE,
         ops=world.ops.id,
@@ -52,17 +57,6 @@ def test_snapshotted_aggregates_load_and_take_commands_in_a_new_process(
     # The other process's writes are visible here, through the snapshots it may have taken.
     assert ledger.get_post(post).views == SNAPSHOT_INTERVAL + 6
     assert ledger.get_account(account).version > SNAPSHOT_INTERVAL
-
-
-def snapshotted(world: World) -> tuple[UUID, UUID]:
-    """An account and a post each past the snapshot interval."""
-    account = world.account()
-    post = world.post(account)
-    for views in range(1, SNAPSHOT_INTERVAL + 6):
-        world.run(c.RecordReach, post_id=post, views=views, reposts=0)
-    for _ in range(SNAPSHOT_INTERVAL + 2):
-        world.sanction(account, "warning")
-    return account, post
 
 
 REACH = """mutation($post: ID!, $key: String!, $views: Int!) { recordReach(input: {postId: $post,
