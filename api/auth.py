@@ -63,6 +63,8 @@ def token_hash(token: str) -> bytes:
 
 
 def create_schema(conn: psycopg.Connection[object], schema: str) -> None:
+    # API processes starting together would race on the catalog; one creates, the rest wait.
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{schema}.api_tokens"])
     conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
     conn.execute(DDL)
 

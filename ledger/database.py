@@ -150,7 +150,8 @@ class Database:
             "POSTGRES_HOST": str(params.get("host") or "localhost"),
             "POSTGRES_PORT": str(params.get("port") or "5432"),
             "POSTGRES_USER": str(params.get("user") or "postgres"),
-            "POSTGRES_PASSWORD": str(params.get("password") or ""),
+            # libpq reads PGPASSWORD itself; the library's pool passes the password given.
+            "POSTGRES_PASSWORD": str(params.get("password") or os.environ.get("PGPASSWORD", "")),
             "POSTGRES_SCHEMA": schema,
             # The library uses it for connecting and for waiting on its pool.
             "POSTGRES_CONNECT_TIMEOUT": str(POOL_TIMEOUT_S),
