@@ -7,9 +7,10 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+import pytest
 
 from api.auth import create_schema, create_token
-from ledger import Database, Ledger
+from ledger import Database, Ledger, LedgerError
 from ledger import commands as c
 from ledger.application import SNAPSHOT_INTERVAL
 from tests.api_server import free_port
@@ -124,3 +125,21 @@ def test_the_read_side_in_new_processes(
         reported = conn.execute("SELECT reports_total FROM posts WHERE post_id = %s", (post,))
         assert reported.fetchone() == (1,)
     assert history is not None and history[0] > 2 * SNAPSHOT_INTERVAL
+
+
+def test_a_cached_aggregate_sees_what_another_process_wrote(
+    ledger: Ledger, cold: ColdProcess
+) -> None:
+    world = World(ledger)
+    account = world.account()
+    world.post(account)  # this process now holds the account in its aggregate cache
+    cold.run(
+        """
+ledger.execute(c.ImposeSanction(actor=Actor("inspector", Role.REGULATOR), idempotency_key="x",
+               account_id=args["account"], level="closed", rule_ids=["art.9"], reason="r"))
+""",
+        account=str(account),
+    )
+    with pytest.raises(LedgerError) as refused:  # the cached copy is brought up to date
+        world.post(account)
+    assert refused.value.code == "ACCOUNT_CLOSED"
