@@ -21,11 +21,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api import metrics
 from api.cache import ResponseCache
 from api.graphql.errors import UNAVAILABLE
 from api.graphql.schema import build_schema
 from api.http import GraphQLHttp
 from api.live import Broadcaster
+from api.logs import RequestLog
+from api.metrics import MULTIPROCESS, OperationLog
 from api.state import DATABASE_FAULTS, ApiState, DatabaseUnavailable, make_pool, prepare_tables
 from api.websocket import WebSocketGraphQL
 from ledger.application import Ledger
@@ -111,13 +114,13 @@ async def unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:
-    request_id = uuid.uuid4().hex[:16]
+    request_id = request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex[:16]
     log.error("request %s: unexpected error", request_id, exc_info=exc)
     error = {
         "message": f"internal error (request id {request_id})",
         "extensions": {"code": "INTERNAL"},
     }
-    return JSONResponse({"errors": [error]}, status_code=500)
+    return JSONResponse({"errors": [error]}, status_code=500, headers={"X-Request-Id": request_id})
 
 
 def create_app(database: Database, ledger: Ledger, schema: str | None = None) -> Starlette:
@@ -134,6 +137,9 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
         public_key=Signer.from_environment(data_dir()).public_key_hex,
     )
     schema = build_schema()
+    # Outermost, so it sees errors as ErrorPolicy leaves them.
+    schema.extensions = (lambda: OperationLog(metrics.observe_request), *schema.extensions)
+    metrics.install(state)
     http = GraphQLHttp(schema, state, graphiql=os.environ.get("LEDGER_GRAPHIQL", "0") == "1")
     cache = state.extras["cache"] = ResponseCache(http, state)
     cache_on = os.environ.get("LEDGER_RESPONSE_CACHE", "1") == "1"
@@ -162,9 +168,13 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
         )
         state.extras["broadcaster"] = broadcaster
         broadcaster.start()
+        refresher = asyncio.create_task(metrics.refresh_loop(state)) if MULTIPROCESS else None
         try:
             yield
         finally:
+            if refresher is not None:
+                refresher.cancel()
+            metrics.worker_exit()
             await broadcaster.stop()
             await state.pool.close()
             state.executor.shutdown(wait=False, cancel_futures=True)
@@ -173,10 +183,11 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics.endpoint(state)),
             Route("/graphql", cache if cache_on else http),
             WebSocketRoute("/graphql", WebSocketGraphQL(schema, state)),
         ],
-        middleware=[Middleware(BodyLimit)],
+        middleware=[Middleware(RequestLog, observe=metrics.observe_request), Middleware(BodyLimit)],
         exception_handlers={
             **{fault: unavailable for fault in (DatabaseUnavailable, *DATABASE_FAULTS)},
             Exception: unexpected,

@@ -22,7 +22,7 @@ from graphql import OperationType, parse
 from graphql.error import GraphQLError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import auth
+from api import auth, logs, metrics
 from api.auth import Principal
 from api.state import ApiState
 
@@ -56,6 +56,7 @@ async def look_up(state: ApiState, token: str | None) -> Seen:
     principal = None
     if token and row["token_id"] is not None:
         principal = Principal.from_row(row)
+    logs.note_principal(principal)
     return Seen(principal, row["position"])
 
 
@@ -64,7 +65,10 @@ class ResponseCache:
         self.app = app
         self.state = state
         self.size = size
-        self.entries: OrderedDict[bytes, tuple[list[tuple[bytes, bytes]], bytes]] = OrderedDict()
+        # headers, body, and the operation's name and type (for the request's log line)
+        self.entries: OrderedDict[bytes, tuple[list[tuple[bytes, bytes]], bytes, Any]] = (
+            OrderedDict()
+        )
         self.hits = 0
         self.misses = 0
 
@@ -96,10 +100,13 @@ class ResponseCache:
         cached = self.entries.get(key)
         if cached is not None:
             self.hits += 1
+            metrics.cache_lookup(hit=True)
             self.entries.move_to_end(key)
-            await _send_response(send, *cached)
+            logs.note(operation=cached[2][0], operation_type=cached[2][1])
+            await _send_response(send, cached[0], cached[1])
             return
         self.misses += 1
+        metrics.cache_lookup(hit=False)
         await self.app(scope, _replay(body, receive), self._keeping(key, send))
 
     def _keeping(self, key: bytes, send: Send) -> Callable[[Message], Awaitable[None]]:
@@ -114,7 +121,8 @@ class ResponseCache:
                 if not message.get("more_body") and start.get("status") == 200:
                     body = b"".join(chunks)
                     if b'"errors"' not in body:
-                        self.entries[key] = (list(start.get("headers", [])), body)
+                        operation = logs.operation()
+                        self.entries[key] = (list(start.get("headers", [])), body, operation)
                         if len(self.entries) > self.size:
                             self.entries.popitem(last=False)
             await send(message)

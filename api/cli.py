@@ -24,6 +24,7 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from tqdm import tqdm
 
+from api import logs
 from api.auth import create_token, revoke_token
 from api.cli_errors import USAGE, CliError, check_environment, describe, open_vault
 from ledger import Database, Ledger
@@ -273,6 +274,9 @@ def check_listen(host: str, port: int) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # prometheus_client reads this when first imported: this process keeps its figures in
+    # memory; with several workers, they share a fresh folder inside it (api.metrics).
+    metrics_parent = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from api.serve import serve
     from ledger.signing import Signer
 
@@ -292,7 +296,9 @@ Try:
   curl -s {url} -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
     -d '{{"query": "{{ providers {{ code accounts shareVerified openReports }} }}"}}'
 """)
-    serve(args.host, args.port, args.workers, with_projector=not args.no_projector)
+    serve(
+        args.host, args.port, args.workers, not args.no_projector, metrics_parent=metrics_parent
+    )
     return 0
 
 
@@ -647,10 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; any failure leaves one line on stderr (and a traceback only with
     LEDGER_DEBUG=1). Exit status: 2 a bad argument or setting, 1 a failure."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(args.verbose)  # text, or JSON lines with LEDGER_LOG_FORMAT=json
     try:
         if not getattr(args, "offline", False):
             check_environment()

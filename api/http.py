@@ -32,7 +32,7 @@ from strawberry import Schema
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.types import ExecutionResult
 
-from api import auth
+from api import auth, logs
 from api.graphql.context import Context
 from api.graphql.errors import coded
 from api.state import ApiState
@@ -77,6 +77,7 @@ def encode(value: Any) -> bytes:
 
 
 def http_error_response(e: HttpError, media: str = JSON) -> Response:
+    logs.note_outcome(e.code)
     body = error_body([{"message": e.message, "extensions": {"code": e.code}}])
     return Response(body, status_code=e.status, media_type=media, headers=e.headers)
 
@@ -191,6 +192,8 @@ class GraphQLHttp:
         if self._wants_ide(request, accept):
             return HTMLResponse(get_graphql_ide_html("graphiql"))
         media = negotiate(accept)
+        if media == EVENT_STREAM:
+            logs.note(transport="sse")
         try:
             gql = await read_request(request)
         except HttpError as e:
@@ -199,6 +202,7 @@ class GraphQLHttp:
         if isinstance(document, GraphQLError):
             return self._request_failed(media, [document.formatted])
         operation = get_operation_ast(document, gql.operation_name)
+        logs.note_operation(operation)
         if operation is None:
             return self._request_failed(media, [_no_operation(gql.operation_name)])
         kind = operation.operation
@@ -236,6 +240,8 @@ class GraphQLHttp:
     def _request_failed(media: str, errors: list[dict[str, Any]]) -> Response:
         # The spec's watershed: the new media type says 400 and leaves `data` out; the
         # legacy one answers 200 with `data: null`.
+        if errors:
+            logs.note_outcome(coded(errors[0])["extensions"]["code"])
         if media == GRAPHQL_JSON:
             return Response(error_body(errors), status_code=400, media_type=media)
         body = error_body(errors, with_data=True)

@@ -13,6 +13,7 @@ from collections import deque
 import psycopg
 from psycopg import sql
 
+from api import metrics
 from api.state import DATABASE_FAULTS, ApiState, DatabaseUnavailable
 from ledger.database import one_line
 from ledger.log import LoggedEvent
@@ -39,6 +40,7 @@ class Subscriber:
         if len(self.buffer) + len(events) > self.limit:
             self.overflowed = True
             self.buffer.clear()
+            metrics.dropped_slow()
         else:
             self.buffer.extend(events)
         self.ready.set()
@@ -70,10 +72,13 @@ class Broadcaster:
     def subscribe(self) -> Subscriber:
         subscriber = Subscriber(self.buffer_limit)
         self.subscribers.add(subscriber)
+        metrics.subscribed(1)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        self.subscribers.discard(subscriber)
+        if subscriber in self.subscribers:
+            self.subscribers.discard(subscriber)
+            metrics.subscribed(-1)
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._supervise())

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import atexit
 import logging
+import shutil
 import threading
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
+from api import logs, metrics
 from api.app import create_app
 from ledger.application import Ledger
 from ledger.database import Database
@@ -36,24 +39,32 @@ def start_projector(database: Database, ledger: Ledger) -> threading.Event:
     return stop
 
 
-def serve(host: str, port: int, workers: int, with_projector: bool) -> None:
+def serve(
+    host: str, port: int, workers: int, with_projector: bool, metrics_parent: str | None = None
+) -> None:
+    # Several workers share their figures through files: set up before any starts.
+    metrics_dir = metrics.multiprocess_dir(workers, metrics_parent)
     database = Database().start()
     ledger = Ledger.open(database)
     stop = start_projector(database, ledger) if with_projector else None
+    # Every worker logs as this process does (LEDGER_LOG_FORMAT, the level set), and
+    # writes its own access lines instead of uvicorn's, which would show query strings.
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "info",
+        "log_config": logs.log_config(logging.getLogger().level),
+        "access_log": False,
+    }
     try:
         if workers > 1:
-            uvicorn.run(
-                "api.serve:app_from_environment",
-                factory=True,
-                host=host,
-                port=port,
-                workers=workers,
-                log_level="info",
-            )
+            uvicorn.run("api.serve:app_from_environment", factory=True, workers=workers, **options)
         else:
-            uvicorn.run(create_app(database, ledger), host=host, port=port, log_level="info")
+            uvicorn.run(create_app(database, ledger), **options)
     finally:
         if stop is not None:
             stop.set()
         ledger.close()
         database.stop()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

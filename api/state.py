@@ -5,6 +5,7 @@ live fan-out of new events."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -53,8 +54,10 @@ class ApiState:
     async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call (the event store's) off the event loop."""
         loop = asyncio.get_running_loop()
+        # In the request's context, so what the call logs or counts names the request.
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         try:
-            return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+            return await loop.run_in_executor(self.executor, call)
         except DATABASE_FAULTS as exc:
             log.warning("event store unavailable: %s", type(exc).__name__)
             raise DatabaseUnavailable from None

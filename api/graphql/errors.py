@@ -13,6 +13,7 @@ from typing import Any
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
+from api import logs
 from api.state import DATABASE_FAULTS, DatabaseUnavailable
 
 log = logging.getLogger("ledger.api")
@@ -83,7 +84,7 @@ class ErrorPolicy(SchemaExtension):
             return _with(error, error.message, {**code, **(error.extensions or {})})
         if isinstance(original, (DatabaseUnavailable, *DATABASE_FAULTS)):
             return _with(error, DatabaseUnavailable.message, UNAVAILABLE)
-        request_id = uuid.uuid4().hex[:16]
+        request_id = logs.request_id() or uuid.uuid4().hex[:16]  # the X-Request-Id
         log.error("request %s: unexpected error", request_id, exc_info=original)
         message = f"internal error (request id {request_id})"
         if debug():
