@@ -169,9 +169,9 @@ class LedgerRecorder(PostgresApplicationRecorder):
     def data_keys(self, account_id: UUID) -> list[DataKey]:
         """The data keys of an account (none once its identity was erased)."""
         rows = self._rows(
-            SQL(
-                "SELECT key_id, account_id, kek_id, wrapped FROM {t} WHERE account_id = %s"
-            ).format(t=self.keys_table),
+            SQL("SELECT key_id, account_id, kek_id, wrapped FROM {t} WHERE account_id = %s").format(
+                t=self.keys_table
+            ),
             [account_id],
         )
         return [_data_key(r) for r in rows]
