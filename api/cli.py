@@ -163,6 +163,24 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create every table the ledger needs (event store, read side, Merkle tree, API
+    tokens); safe to run again, and at once from several processes."""
+    from api.auth import create_schema
+    from projections.runner import Projector
+    from projections.sealer import Sealer
+
+    with open_database_and_ledger() as (database, ledger):
+        for follower in (Projector(ledger, database), Sealer(ledger, database)):
+            follower.setup()
+            follower.close()
+        with database.connect() as conn:
+            create_schema(conn, _schema(ledger))
+            conn.commit()
+        print(f"ready: schema {_schema(ledger)}, log head {ledger.head()}")
+    return 0
+
+
 def cmd_project(args: argparse.Namespace) -> int:
     from projections.runner import Projector, run_until_stopped
     from projections.sealer import Sealer
@@ -500,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary = sub.add_parser("summary", help="count the log's events by type")
     summary.set_defaults(run=cmd_summary)
+
+    init = sub.add_parser("init", help="create every table (safe to run again)")
+    init.set_defaults(run=cmd_init)
 
     project = sub.add_parser("project", help="keep every projection live until stopped")
     project.set_defaults(run=cmd_project)

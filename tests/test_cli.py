@@ -269,3 +269,18 @@ def test_embedded_database_starts_and_stops(tmp_path: Path) -> None:
     assert (tmp_path / "cipher.key").exists()
     # The server was stopped on exit.
     assert not (tmp_path / "pgdata" / "postmaster.pid").exists()
+
+
+def test_init_creates_every_table_and_runs_again(
+    env: dict[str, str], database: Database, schema: str
+) -> None:
+    for _ in range(2):
+        done = ledger_cli("init", env=env)
+        assert done.returncode == 0, done.stderr
+        assert "ready: schema" in done.stdout
+    with database.connect(schema) as conn:
+        tables = {r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [schema]
+        )}  # fmt: skip
+    assert {"ledger_events", "ledger_identity_keys", "projection_positions", "accounts",
+            "merkle_leaves", "api_tokens", "disclosures"} <= tables  # fmt: skip
