@@ -283,6 +283,60 @@ def concurrency(args: argparse.Namespace, db: Database, schema: str) -> None:
     ledger.close()
 
 
+PUBLISH_LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+local accounts = {{{accounts}}}
+local n = 0
+local query = 'mutation($a: ID!, $k: String!) {{ publishPost(input: {{accountId: $a, ref: $k,'
+  .. ' origin: \\\\"original\\\\", category: \\\\"other\\\\", contentSha256: \\\\"{sha}\\\\"}},'
+  .. ' idempotencyKey: $k) {{ __typename }} }}'
+request = function()
+  n = n + 1
+  local body = '{{"query": "' .. query .. '", "variables": {{"a": "' .. accounts[n % #accounts + 1]
+    .. '", "k": "{prefix}-' .. n .. '"}}}}'
+  return wrk.format(nil, nil, nil, body)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH %d %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def graphql_writes(args: argparse.Namespace, db: Database, schema: str) -> None:
+    """publishPost over HTTP (wrk) against `ledger serve`, at each client count; every
+    request a new post with a fresh idempotency key, round-robin over 64 accounts."""
+    from api.auth import create_token
+    from bench.api import VAULT_KEY, start_ledger, wrk
+
+    ledger = Ledger(db.eventsourcing_env(schema), vault=Vault(VAULT_KEY))
+    publisher = Publisher(ledger, accounts=64)
+    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
+        server = start_ledger(db, schema, Path(tmp), projector=True)
+        try:
+            with db.connect() as conn:
+                token = create_token(conn, schema, "provider", publisher.ops.provider_id, "b")[1]
+            accounts = ", ".join(f'"{a}"' for a in publisher.accounts)
+            print(f"\n{'GraphQL publishPost':<22}{'cmd/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+                  f"{'recorded':>10}")  # fmt: skip
+            for clients in args.clients:
+                script = Path(tmp) / f"publish-{clients}.lua"
+                lua = PUBLISH_LUA.format(token=token, accounts=accounts, sha="a" * 64,
+                                         prefix=f"w{clients}")  # fmt: skip
+                script.write_text(lua)
+                head = ledger.head()
+                run = wrk(server.url + "/graphql", script, clients, args.seconds)
+                recorded = ledger.head() - head
+                print(f"{clients:<22}{run.rate:>10.0f}{run.p50:>9.1f}{run.p99:>9.1f}"
+                      f"{recorded:>10}")  # fmt: skip
+        finally:
+            server.stop()
+    ledger.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.append",
@@ -305,10 +359,11 @@ def main(argv: list[str] | None = None) -> None:
         default=[1, 16, 64],
         help="client counts for the concurrency table (default 1,16,64)",
     )
+    parser.add_argument("--seconds", type=int, default=8, help="seconds per wrk run (default 8)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 200 commands x 2")
     args = parser.parse_args(argv)
     if args.quick:
-        args.commands, args.repeats = 200, 2
+        args.commands, args.repeats, args.seconds = 200, 2, 4
     if min(args.commands, args.repeats, args.batch) < 1:
         parser.error("--commands, --repeats and --batch must be at least 1")
 
@@ -320,11 +375,12 @@ def main(argv: list[str] | None = None) -> None:
             benchmark(args, db, schema)
         finally:
             db.drop_schema(schema)
-        db.create_schema(schema)  # afresh: the same provider and keys again
-        try:
-            concurrency(args, db, schema)
-        finally:
-            db.drop_schema(schema)
+        for section in (concurrency, graphql_writes):
+            db.create_schema(schema)  # afresh: the same provider and keys again
+            try:
+                section(args, db, schema)
+            finally:
+                db.drop_schema(schema)
 
 
 if __name__ == "__main__":
