@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ACCOUNTS ?= 2000
 
-.PHONY: run test lint bench faults install clean
+.PHONY: run test lint bench faults install clean graphiql-assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: install
 ## the database stopped, the server killed; exits 1 when a goal is missed (a few minutes).
 faults: install
 	$(BIN)/python -m bench.faults
+
+## Refresh GraphiQL's vendored assets (api/static/graphiql) from the npm registry at the
+## versions pinned in scripts/refresh_graphiql.py (needs npm).
+graphiql-assets:
+	$(PYTHON) scripts/refresh_graphiql.py
 
 clean:
 	rm -rf $(VENV) .ledger

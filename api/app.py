@@ -18,14 +18,15 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import metrics
 from api.cache import ResponseCache
 from api.graphql.errors import UNAVAILABLE
 from api.graphql.schema import build_schema
-from api.http import GraphQLHttp
+from api.http import GRAPHIQL_DIR, GraphQLHttp
 from api.live import Broadcaster
 from api.logs import RequestLog
 from api.metrics import MULTIPROCESS, OperationLog
@@ -186,6 +187,12 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
             Route("/metrics", metrics.endpoint(state)),
             Route("/graphql", cache if cache_on else http),
             WebSocketRoute("/graphql", WebSocketGraphQL(schema, state)),
+            # GraphiQL's page (GET /graphql from a browser) loads its assets from here.
+            *(
+                [Mount("/graphiql", StaticFiles(directory=GRAPHIQL_DIR), name="graphiql")]
+                if http.graphiql
+                else []
+            ),
         ],
         middleware=[Middleware(RequestLog, observe=metrics.observe_request), Middleware(BodyLimit)],
         exception_handlers={

@@ -22,6 +22,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from graphql import DocumentNode, GraphQLError, OperationType, get_operation_ast, parse
@@ -29,7 +30,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from strawberry import Schema
-from strawberry.http.ides import get_graphql_ide_html
 from strawberry.types import ExecutionResult
 
 from api import auth, logs
@@ -164,6 +164,36 @@ def parsed(query: str) -> DocumentNode | GraphQLError:
         return e
 
 
+# ----- GraphiQL --------------------------------------------------------------------------
+
+# The page and its assets are in the package (api/static/graphiql, served at /graphiql/),
+# so GraphiQL works without the internet; scripts run only from this origin.
+GRAPHIQL_DIR = Path(__file__).parent / "static" / "graphiql"
+GRAPHIQL_CSP = "; ".join([
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self' 'unsafe-inline'",  # CodeMirror and GraphiQL set inline styles
+    "img-src 'self' data:",
+    "font-src 'self' data:",  # graphiql.min.css inlines its fonts
+    "connect-src 'self'",  # HTTP and the WebSocket, same origin
+    "frame-ancestors 'none'",
+    "base-uri 'none'",
+    "form-action 'none'",
+])  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _graphiql_html() -> str:
+    return (GRAPHIQL_DIR / "index.html").read_text(encoding="utf-8")
+
+
+def graphiql_page() -> Response:
+    return HTMLResponse(
+        _graphiql_html(),
+        headers={"Content-Security-Policy": GRAPHIQL_CSP, "Cache-Control": "no-cache"},
+    )
+
+
 # ----- answering ----------------------------------------------------------------------
 
 
@@ -190,7 +220,7 @@ class GraphQLHttp:
                             {"Allow": "GET, POST"})  # fmt: skip
         accept = request.headers.get("accept")
         if self._wants_ide(request, accept):
-            return HTMLResponse(get_graphql_ide_html("graphiql"))
+            return graphiql_page()
         media = negotiate(accept)
         if media == EVENT_STREAM:
             logs.note(transport="sse")
