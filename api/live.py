@@ -131,6 +131,14 @@ class Broadcaster:
 
     async def _publish_new(self) -> None:
         assert self.position is not None
+        if not self.subscribers:
+            # Nobody listens: move to the head without reading and decoding the events.
+            # The check comes after the read: a subscriber that registers meanwhile
+            # replays past this head itself (it reads once more after subscribing).
+            head = await self.state.blocking(self.state.ledger.head)
+            if not self.subscribers:
+                self.position = max(self.position, head)
+                return
         while True:
             events = await self.state.log_page(self.position, PAGE)
             if not events:
