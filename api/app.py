@@ -30,7 +30,15 @@ from api.http import GRAPHIQL_DIR, GraphQLHttp
 from api.live import Broadcaster
 from api.logs import RequestLog
 from api.metrics import MULTIPROCESS, OperationLog
-from api.state import DATABASE_FAULTS, ApiState, DatabaseUnavailable, make_pool, prepare_tables
+from api.state import (
+    DATABASE_FAULTS,
+    ApiState,
+    DatabaseUnavailable,
+    MinPosition,
+    make_pool,
+    prepare_tables,
+    replica_status,
+)
 from api.websocket import WebSocketGraphQL
 from ledger.application import Ledger
 from ledger.database import Database, data_dir
@@ -128,11 +136,15 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
     schema = schema or ledger.store.datastore.schema or "public"
     prepare_tables(database, schema)
     pool_size = int(os.environ.get("LEDGER_POOL_SIZE", "5")) * 2
+    # A hot standby for the reads; writes, the raw log and the live feed stay on the primary.
+    read_url = os.environ.get("LEDGER_READ_DATABASE_URL") or None
     state = ApiState(
         database=database,
         ledger=ledger,
         schema=schema,
-        pool=make_pool(database, schema, pool_size),
+        pool=make_pool(read_url or database, schema, pool_size),
+        primary_pool=make_pool(database, schema, pool_size) if read_url else None,
+        read_wait=float(os.environ.get("LEDGER_READ_WAIT", "5")),
         executor=ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="ledger-store"),
         max_lag_events=int(os.environ.get("LEDGER_READY_MAX_LAG", "10000")),
         public_key=Signer.from_environment(data_dir()).public_key_hex,
@@ -148,9 +160,20 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def ready_with_replica() -> dict[str, Any]:
+        """With a replica: readiness read on the standby, and both it and the primary
+        answering, the standby's log at most `max_lag_events` behind the primary's."""
+        if not state.replica:
+            return await readiness(state)
+        report, replica = await asyncio.gather(readiness(state), replica_status(state))
+        report["replica"] = replica
+        if report["status"] == "ready" and replica["lag_events"] > state.max_lag_events:
+            report["status"] = "replica lagging"
+        return report
+
     async def readyz(request: Request) -> Response:
         try:
-            report = await asyncio.wait_for(readiness(state), READY_WITHIN_SECONDS)
+            report = await asyncio.wait_for(ready_with_replica(), READY_WITHIN_SECONDS)
         except (TimeoutError, DatabaseUnavailable):
             report = {"status": "unavailable", "database": False}
         except psycopg.errors.UndefinedTable:  # the projector has not set up its tables
@@ -163,7 +186,8 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await state.pool.open()
+        for pool in state.pools:
+            await pool.open()
         broadcaster = Broadcaster(
             state, buffer_limit=int(os.environ.get("LEDGER_SUBSCRIBER_BUFFER", "10000"))
         )
@@ -177,7 +201,8 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
                 refresher.cancel()
             metrics.worker_exit()
             await broadcaster.stop()
-            await state.pool.close()
+            for pool in state.pools:
+                await pool.close()
             state.executor.shutdown(wait=False, cancel_futures=True)
 
     app = Starlette(
@@ -185,7 +210,7 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics.endpoint(state)),
-            Route("/graphql", cache if cache_on else http),
+            Route("/graphql", MinPosition(cache if cache_on else http, state)),
             WebSocketRoute("/graphql", WebSocketGraphQL(schema, state)),
             # GraphiQL's page (GET /graphql from a browser) loads its assets from here.
             *(

@@ -1,6 +1,7 @@
 """What a running API process holds: the database, the ledger (write side), an async
-pool for the read tables, a thread pool for the event store's blocking calls, and the
-live fan-out of new events."""
+pool for the read tables (a hot standby's when `LEDGER_READ_DATABASE_URL` is set, with a
+second pool to the primary beside it), a thread pool for the event store's blocking
+calls, and the live fan-out of new events."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import auth
+from api import auth, logs
 from ledger.application import Ledger
 from ledger.database import POOL_TIMEOUT_S, Database
 from ledger.log import LoggedEvent
@@ -40,16 +43,44 @@ class DatabaseUnavailable(Exception):
     message = "the database is unavailable; retry shortly"
 
 
+class ReplicaBehind(Exception):
+    """The read tables did not reach a position a client asked for in time: clients see
+    REPLICA_BEHIND and retry (or read again without the position)."""
+
+    def __init__(self, position: int, reached: int, timeout: float) -> None:
+        self.position, self.reached, self.timeout = position, reached, timeout
+        super().__init__(
+            f"the read side has reached position {reached}, not {position},"
+            f" within {timeout:g} s; retry shortly"
+        )
+
+
+# The lowest position of every read model (and the sealer): what a read may rely on.
+READ_POSITION = "SELECT coalesce(min(position), -1) AS position FROM projection_positions"
+
+
 @dataclass
 class ApiState:
     database: Database
     ledger: Ledger
     schema: str
-    pool: AsyncConnectionPool
+    pool: AsyncConnectionPool  # the read tables: the standby's when a replica is set
     executor: ThreadPoolExecutor
     max_lag_events: int = 10_000
     public_key: str = ""  # the tree-head signing key, hex
     extras: dict[str, Any] = field(default_factory=dict)
+    # The primary's pool when `pool` reads a hot standby (None: `pool` is the primary's).
+    primary_pool: AsyncConnectionPool | None = None
+    read_wait: float = 5.0  # seconds a read waits for a position it was given
+
+    @property
+    def replica(self) -> bool:
+        """Whether reads go to a standby."""
+        return self.primary_pool is not None
+
+    @property
+    def pools(self) -> list[AsyncConnectionPool]:
+        return [self.pool] if self.primary_pool is None else [self.pool, self.primary_pool]
 
     async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call (the event store's) off the event loop."""
@@ -69,20 +100,42 @@ class ApiState:
         found = await self.fetch(auth.PRINCIPAL, (auth.token_hash(token),))
         return auth.Principal.from_row(found[0]) if found else None
 
-    async def fetch(self, query: Any, params: Any = None) -> list[dict[str, Any]]:
-        """Rows from the read tables. A connection the server closed (a restart, a
-        terminated backend) is dropped and the query tried once more on a fresh one."""
+    async def fetch(
+        self, query: Any, params: Any = None, *, primary: bool = False
+    ) -> list[dict[str, Any]]:
+        """Rows from the read tables (the standby's, with a replica, unless `primary`).
+        A connection the server closed (a restart, a terminated backend) is dropped and
+        the query tried once more on a fresh one."""
+        pool = self.primary_pool if primary and self.primary_pool is not None else self.pool
         for attempt in (1, 2):
             try:
-                async with self.pool.connection() as conn:
+                async with pool.connection() as conn:
                     cur = await conn.execute(query, params)
                     return await cur.fetchall()  # type: ignore[return-value]
             except DATABASE_FAULTS as exc:
                 log.warning("read tables unavailable (attempt %d): %s", attempt, type(exc).__name__)
                 if attempt == 2 or isinstance(exc, PoolTimeout):  # no connection to be had
                     raise DatabaseUnavailable from None
-                await self.pool.check()
+                await pool.check()
         raise AssertionError("unreachable")
+
+    async def wait_for_position(self, position: int, timeout: float | None = None) -> int:
+        """Return once every projection in the read tables (the standby's, with a
+        replica: replayed there, then projected) has reached `position`; raise
+        ReplicaBehind after `timeout` (`read_wait`) seconds. Returns the position read."""
+        timeout = self.read_wait if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.002
+        while True:
+            (row,) = await self.fetch(READ_POSITION)
+            reached = int(row["position"])
+            if reached >= position:
+                return reached
+            if loop.time() >= deadline:
+                raise ReplicaBehind(position, reached, timeout)
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, 0.05)
 
     async def log_page(
         self,
@@ -101,12 +154,14 @@ def _log_page(
     return list(ledger.read_log(after, types=types, originator_id=originator_id, limit=limit))
 
 
-def make_pool(database: Database, schema: str, size: int) -> AsyncConnectionPool:
+def make_pool(database: Database | str, schema: str, size: int) -> AsyncConnectionPool:
+    """An async pool to a database (or a conninfo: a standby's), rows as dicts."""
+
     async def configure(conn: AsyncConnection[Any]) -> None:
         await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
 
     return AsyncConnectionPool(
-        database.conninfo,
+        database if isinstance(database, str) else database.conninfo,
         min_size=1,
         max_size=size,
         kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5},
@@ -114,6 +169,84 @@ def make_pool(database: Database, schema: str, size: int) -> AsyncConnectionPool
         open=False,
         timeout=POOL_TIMEOUT_S,
     )
+
+
+# ----- read replicas -------------------------------------------------------------------
+
+MIN_POSITION_HEADER = "x-ledger-min-position"
+
+
+class MinPosition:
+    """Read your writes: a request with `X-Ledger-Min-Position: <position>` (the position
+    a mutation answered) waits until the read tables have reached it, on the standby
+    with a replica, on the primary without one, before anything reads them (the response
+    cache included, whose key then holds the new position). Past `state.read_wait`
+    seconds it is answered, 200 in application/json, with the error REPLICA_BEHIND."""
+
+    def __init__(self, app: ASGIApp, state: ApiState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw = dict(scope["headers"]).get(MIN_POSITION_HEADER.encode())
+            if raw is not None:
+                response = await self._wait(raw)
+                if response is not None:
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _wait(self, raw: bytes) -> JSONResponse | None:
+        text = raw.decode("latin-1").strip()
+        if not text.isdigit() or len(text) > 19:
+            message = f"X-Ledger-Min-Position must be a position (digits), not {text[:30]!r}"
+            return _error_response("BAD_REQUEST", message, status=400)
+        try:
+            await self.state.wait_for_position(int(text))
+        except ReplicaBehind as e:
+            log.info("read refused: %s", e)
+            details = {"position": str(e.position), "reached": str(e.reached)}
+            return _error_response("REPLICA_BEHIND", str(e), retryable=True, details=details)
+        return None
+
+
+def _error_response(code: str, message: str, status: int = 200, **extensions: Any) -> JSONResponse:
+    logs.note_outcome(code)
+    error = {"message": message, "extensions": {"code": code, **extensions}}
+    body: dict[str, Any] = {"errors": [error]}
+    if status == 200:  # as a GraphQL answer in application/json: `data` null
+        body = {"data": None, **body}
+    headers = {"Retry-After": "1"} if extensions.get("retryable") else {}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+REPLICA_STATUS = (
+    "SELECT pg_is_in_recovery() AS standby,"
+    " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END AS paused,"
+    " extract(epoch FROM now() - pg_last_xact_replay_timestamp()) AS replayed_ago,"
+    " (SELECT coalesce(max(notification_id), 0) FROM {e}) AS head"
+)
+
+
+async def replica_status(state: ApiState) -> dict[str, Any]:
+    """The standby beside the primary: both answer (else DatabaseUnavailable), and how
+    far the standby's log is behind the primary's (events), whether its replay is
+    paused, and seconds since it replayed a transaction (grows while the primary idles)."""
+    query = sql.SQL(REPLICA_STATUS).format(e=state.ledger.store.events_table)
+    head = sql.SQL("SELECT coalesce(max(notification_id), 0) AS head FROM {e}").format(
+        e=state.ledger.store.events_table
+    )
+    (standby,), (primary,) = await asyncio.gather(
+        state.fetch(query), state.fetch(head, primary=True)
+    )
+    ago = standby["replayed_ago"]
+    return {
+        "standby": bool(standby["standby"]),
+        "lag_events": max(0, primary["head"] - standby["head"]),
+        "replay_paused": bool(standby["paused"]),
+        "replayed_seconds_ago": None if ago is None else round(float(ago), 3),
+    }
 
 
 def prepare_tables(database: Database, schema: str) -> None:

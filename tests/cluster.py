@@ -62,6 +62,21 @@ class Cluster:
         self.options = options
         return self.start()
 
+    def standby_of(self, primary: Cluster) -> Cluster:
+        """Make this cluster a hot standby streaming from `primary` (pg_basebackup -R: the
+        primary's pg_hba from `initdb -A trust` lets local TCP replication in), and start
+        it on its own port."""
+        if AS_USER:
+            ensure_user_exists(AS_USER)
+            shutil.chown(self.directory, AS_USER)
+        self._run("pg_basebackup", "-D", str(self.data), "-R", "-X", "stream", "-c", "fast",
+                  "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres")  # fmt: skip
+        self.options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory}"
+            " -c fsync=off -c max_connections=200 -c hot_standby=on"
+        )
+        return self.start()
+
     def start(self) -> Cluster:
         self._pg_ctl("start", "-w", "-t", "60", "-o", self.options,
                      "-l", str(self.directory / "log"))  # fmt: skip

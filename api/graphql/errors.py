@@ -40,6 +40,7 @@ ERROR_CODES: dict[str, str] = {
     "PROJECTION_LAG": "the read side is behind; resubscribe shortly",
     "SLOW_SUBSCRIBER": "a subscriber fell too far behind; resubscribe from details.cursor",
     "STORAGE_UNAVAILABLE": "the database cannot be reached; retry (details.cursor to resume)",
+    "REPLICA_BEHIND": "the read side did not reach X-Ledger-Min-Position in time; retry",
     "INTERNAL": "a fault of the server; the log holds the request id",
 }
 
