@@ -86,9 +86,10 @@ class RateLimit:
 
     async def check(self, context: Context, actor_id: str) -> None:
         since = context.state.ledger.clock() - self.window
-        (row,) = await context.state.fetch(
+        (row,) = await context.state.fetch(  # the primary: a standby's count may lag
             "SELECT count(*) AS n FROM disclosures WHERE actor_id = %s AND at > %s",
             (actor_id, since),
+            primary=True,
         )
         if row["n"] >= self.limit:
             self.refused += 1
