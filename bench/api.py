@@ -493,16 +493,21 @@ class Run:
     errors: int  # socket errors, timeouts, non-2xx answers
 
 
-WRK_SCRIPT = """wrk.method = "{method}"
-wrk.headers["Content-Type"] = "application/json"
-{extra}
-done = function(summary, latency, requests)
+# wrk's report, one line the benchmarks parse (no braces: it joins .format templates).
+WRK_DONE = """done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("BENCH %d %d %d %d %d\\n", summary.requests, summary.duration,
     latency:percentile(50), latency:percentile(99),
     e.connect + e.read + e.write + e.status + e.timeout))
 end
 """
+WRK_SCRIPT = (
+    """wrk.method = "{method}"
+wrk.headers["Content-Type"] = "application/json"
+{extra}
+"""
+    + WRK_DONE
+)
 
 
 def wrk_script(request: Call, tmp: Path) -> Path:

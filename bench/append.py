@@ -297,12 +297,6 @@ request = function()
     .. '", "k": "{prefix}-' .. n .. '"}}}}'
   return wrk.format(nil, nil, nil, body)
 end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("BENCH %d %d %d %d %d\\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.status + e.timeout))
-end
 """
 
 
@@ -310,7 +304,7 @@ def graphql_writes(args: argparse.Namespace, db: Database, schema: str) -> None:
     """publishPost over HTTP (wrk) against `ledger serve`, at each client count; every
     request a new post with a fresh idempotency key, round-robin over 64 accounts."""
     from api.auth import create_token
-    from bench.api import VAULT_KEY, start_ledger, wrk
+    from bench.api import VAULT_KEY, WRK_DONE, start_ledger, wrk
 
     ledger = Ledger(db.eventsourcing_env(schema), vault=Vault(VAULT_KEY))
     publisher = Publisher(ledger, accounts=64)
@@ -326,7 +320,7 @@ def graphql_writes(args: argparse.Namespace, db: Database, schema: str) -> None:
                 script = Path(tmp) / f"publish-{clients}.lua"
                 lua = PUBLISH_LUA.format(token=token, accounts=accounts, sha="a" * 64,
                                          prefix=f"w{clients}")  # fmt: skip
-                script.write_text(lua)
+                script.write_text(lua + WRK_DONE)
                 head = ledger.head()
                 run = wrk(server.url + "/graphql", script, clients, args.seconds)
                 recorded = ledger.head() - head

@@ -34,7 +34,7 @@ from ledger.log import LoggedEvent
 from ledger.ruleset import Ruleset, load_ruleset
 from ledger.store import IdempotencyRecord, KeyChanges, LedgerRecorder, PriorOutcome
 from ledger.unit_of_work import UnitOfWork
-from ledger.vault import Vault, key_id_in
+from ledger.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -324,9 +324,8 @@ class Ledger(Application[UUID]):
         sealed = self.get_account(account_id).identity
         if sealed is None:
             raise errors.IdentityErased("the account's identity was erased")
-        key_id = key_id_in(sealed)
-        key = next((k for k in self.store.data_keys(account_id) if k.key_id == key_id), None)
-        return replace(result, identity=self.vault.open(account_id, sealed, key))
+        identity = self.vault.open_with(account_id, sealed, self.store.data_keys(account_id))
+        return replace(result, identity=identity)
 
     def _stripes_of(self, commands: Sequence[c.Command]) -> list[threading.Lock]:
         """The locks of the aggregates these commands target. Writers in this process

@@ -61,10 +61,9 @@ class UnitOfWork:
         """Open the identity now, before anything is written (a wrong KEK or a corrupt
         key refuses the command), and have the transaction hold its key: an erasure
         committing first makes the disclosure fail, never answer without a trace."""
-        key_id = key_id_in(sealed)
-        key = next((k for k in self.data_keys(account_id) if k.key_id == key_id), None)
-        self.disclosures[self.command_index] = self.vault.open(account_id, sealed, key)
-        self.keys.read[account_id] = key_id
+        identity = self.vault.open_with(account_id, sealed, self.data_keys(account_id))
+        self.disclosures[self.command_index] = identity
+        self.keys.read[account_id] = key_id_in(sealed)
 
     def _load(self, aggregate_id: UUID) -> Aggregate | None:
         if aggregate_id not in self._loaded:

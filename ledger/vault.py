@@ -112,6 +112,11 @@ class Vault:
         opened: dict[str, str] = json.loads(plain)
         return opened
 
+    def open_with(self, account_id: UUID, sealed: str, keys: Sequence[DataKey]) -> dict[str, str]:
+        """`open` with the key the sealed identity names, among the account's keys."""
+        key_id = key_id_in(sealed)
+        return self.open(account_id, sealed, next((k for k in keys if k.key_id == key_id), None))
+
     # ----- data keys -------------------------------------------------------------------
 
     def rewrap(self, key: DataKey) -> DataKey:
