@@ -120,6 +120,11 @@ class LedgerRecorder(PostgresApplicationRecorder):
         **kwargs: Any,
     ) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
+        if keys or idempotency:
+            # The library writes these rows before it locks the events table. Take that
+            # lock first, as a process creating the tables at start-up does (it locks the
+            # events table, then the others): the other order deadlocked the two.
+            self._lock_table(curs)
         if keys:
             self._change_keys(curs, keys)
         if idempotency:
