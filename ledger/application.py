@@ -231,25 +231,14 @@ class Ledger(Application[UUID]):
                 cmd.authorize()
         macs = [self.vault.mac(cmd.fingerprint()) for cmd in commands]
         stripes = self._stripes_of(commands)
-        # First assume no key was used before: a new command (the common case) then costs
-        # no lookup. A retry shows itself as a refusal (what it did is done: "already
-        # exists") or as a duplicate idempotency row at insert; only then are the prior
-        # outcomes read, and the submission rerun against them.
-        prior: dict[tuple[str, str], PriorOutcome] | None = None
         for attempt in range(self.MAX_ATTEMPTS):
             try:
                 with _holding(stripes):
-                    return self._attempt(commands, keys, macs, prior or {})
-            except errors.LedgerError:
-                if prior is not None:
-                    raise
-                prior = self.store.prior_outcomes(keys)
-                if not prior:
-                    raise  # a refusal in its own right
+                    prior = self.store.prior_outcomes(keys)
+                    return self._attempt(commands, keys, macs, prior)
             except IntegrityError:
                 # A concurrent writer got there first: another version of an aggregate,
                 # or the same idempotency key. Rerun against what is now recorded.
-                prior = self.store.prior_outcomes(keys)
                 time.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))
             except PersistenceError as e:
                 log.warning("event store unavailable: %s", type(e).__name__)
