@@ -7,14 +7,15 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast, overload
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     IntegrityError,
@@ -32,7 +33,7 @@ from ledger.domain import EVENT_TYPES, Account, Post, Provider
 from ledger.group_commit import GroupCommit, Member
 from ledger.log import LoggedEvent
 from ledger.ruleset import Ruleset, load_ruleset
-from ledger.store import IdempotencyRecord, KeyChanges, LedgerRecorder, PriorOutcome
+from ledger.store import IdempotencyRecord, KeyChanges, LedgerRecorder, PriorOutcome, Stored
 from ledger.unit_of_work import UnitOfWork
 from ledger.vault import Vault
 
@@ -231,11 +232,12 @@ class Ledger(Application[UUID]):
                 cmd.authorize()
         macs = [self.vault.mac(cmd.fingerprint()) for cmd in commands]
         stripes = self._stripes_of(commands)
+        targets = {v for cmd in commands for v in vars(cmd).values() if isinstance(v, UUID)}
         for attempt in range(self.MAX_ATTEMPTS):
             try:
                 with _holding(stripes):
-                    prior = self.store.prior_outcomes(keys)
-                    return self._attempt(commands, keys, macs, prior)
+                    prior, loaded = self._prefetch(keys, targets)
+                    return self._attempt(commands, keys, macs, prior, loaded, targets)
             except IntegrityError:
                 # A concurrent writer got there first: another version of an aggregate,
                 # or the same idempotency key. Rerun against what is now recorded.
@@ -253,11 +255,14 @@ class Ledger(Application[UUID]):
         keys: list[tuple[str, str]],
         macs: list[bytes],
         prior: Mapping[tuple[str, str], PriorOutcome],
+        loaded: dict[UUID, Aggregate | None],
+        targets: set[UUID],
     ) -> tuple[list[CommandResult], int]:
         """The results, and how many events were appended."""
         uow = UnitOfWork(
             self.repository, self.ruleset, self.vault, self.clock(), self.store.data_keys
         )
+        uow.preload(loaded)
         results: list[CommandResult | None] = [None] * len(commands)
         records: list[IdempotencyRecord] = []
         spans: list[tuple[int, int, dict[str, Any]]] = []
@@ -283,7 +288,9 @@ class Ledger(Application[UUID]):
                 )
             )
             spans.append((index, len(uow.events) - 1, value))
-        self._refuse_existing(uow, len(commands))
+        # That what this submission creates is new, the event table's key checks at
+        # insert; a rerun after that conflict reads these ids and refuses at `uow.add`.
+        targets.update(uow.created)
         if records:
             written = {e.originator_id for e in uow.events}
             recordings = self.group_commit.commit(
@@ -296,6 +303,7 @@ class Ledger(Application[UUID]):
                     touches=frozenset(written | {(r.actor_id, r.key) for r in records}),
                 )
             )
+            self._keep(a for a in uow.aggregates if a.id in written)
             for index, last_event, value in spans:
                 position = recordings[last_event].notification.id
                 results[index] = CommandResult(commands[index].type_name, value, position, False)
@@ -349,12 +357,45 @@ class Ledger(Application[UUID]):
             start += len(m.events)
         return out
 
-    def _refuse_existing(self, uow: UnitOfWork, size: int) -> None:
-        existing = self.store.existing(list(uow.created))
-        if existing:
-            first = min(existing, key=lambda aggregate_id: uow.created[aggregate_id])
-            with _in_batch(uow.created[first], size):
-                raise errors.AlreadyExists("it is already registered", id=str(first))
+    def _prefetch(
+        self, keys: list[tuple[str, str]], targets: set[UUID]
+    ) -> tuple[dict[tuple[str, str], PriorOutcome], dict[UUID, Aggregate | None]]:
+        """Prior outcomes and the target aggregates, current, in one round trip: those
+        held in memory are brought forward by the events stored since."""
+        held = {t: a for t in targets if (a := self._cached(t)) is not None}
+        fetched = self.store.prefetch(
+            keys, {t: held[t].version if t in held else 0 for t in targets}
+        )
+        loaded: dict[UUID, Aggregate | None] = {}
+        for target in targets:
+            stored = fetched.stored.get(target, Stored())
+            events = [
+                self.mapper.to_domain_event(s)
+                for s in ([stored.snapshot] if stored.snapshot else []) + stored.events
+            ]
+            aggregate = held.get(target)
+            if events:
+                aggregate = project_aggregate(deepcopy(aggregate), events)
+                self._keep([aggregate])
+            # A copy: a refused command must leave nothing behind in memory.
+            loaded[target] = deepcopy(aggregate)
+        return fetched.prior, loaded
+
+    def _cached(self, aggregate_id: UUID) -> Aggregate | None:
+        if self.repository.cache is None:
+            return None
+        try:
+            return cast(Aggregate, self.repository.cache.get(aggregate_id))
+        except KeyError:
+            return None
+
+    def _keep(self, aggregates: Iterable[Aggregate | None]) -> None:
+        """Hold current aggregates in memory; a stale one only costs a longer read, as
+        the version check at insert stays the arbiter."""
+        if self.repository.cache is not None:
+            for aggregate in aggregates:
+                if aggregate is not None:
+                    self.repository.cache.put(aggregate.id, aggregate)
 
     # ----- personal data -----------------------------------------------------------
 

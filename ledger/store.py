@@ -61,12 +61,49 @@ class PriorOutcome:
     position: int | None
 
 
+@dataclass(frozen=True)
+class Stored:
+    """An aggregate's stored state as one read found it: its latest snapshot (when
+    asked for) and the events after it, in version order."""
+
+    snapshot: StoredEvent | None = None
+    events: list[StoredEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    prior: dict[tuple[str, str], PriorOutcome]
+    stored: dict[UUID, Stored]
+
+
+def _prior(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], PriorOutcome]:
+    return {
+        (r["actor_id"], r["key"]): PriorOutcome(
+            r["command"], bytes(r["request_mac"]), r["result"], r["notification_id"]
+        )
+        for r in rows
+    }
+
+
+def _stored(rows: Sequence[Mapping[str, Any]]) -> dict[UUID, Stored]:
+    out: dict[UUID, Stored] = {}
+    for r in rows:
+        originator_id: UUID = r["originator_id"]
+        record = StoredEvent(originator_id, r["originator_version"], r["topic"], bytes(r["state"]))
+        if r["snapshot"]:
+            out[originator_id] = Stored(record)
+        else:
+            out.setdefault(originator_id, Stored()).events.append(record)
+    return out
+
+
 class LedgerRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
         prefix = events_table_name.removesuffix("_events")
         self.idempotency_table = Identifier(datastore.schema, f"{prefix}_idempotency")
         self.events_table = Identifier(datastore.schema, events_table_name)
+        self.snapshots_table = Identifier(datastore.schema, f"{prefix}_snapshots")
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {t} ("
@@ -233,35 +270,58 @@ class LedgerRecorder(PostgresApplicationRecorder):
     def prior_outcomes(
         self, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], PriorOutcome]:
-        if not keys:
-            return {}
-        rows = self._rows(
-            SQL(
-                "SELECT k.actor_id, k.key, k.command, k.request_mac, k.result, e.notification_id"
-                " FROM {k} k LEFT JOIN {e} e ON e.originator_id = k.last_originator_id"
-                " AND e.originator_version = k.last_originator_version"
-                " WHERE (k.actor_id, k.key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
-            ).format(k=self.idempotency_table, e=self.events_table),
-            [[a for a, _ in keys], [k for _, k in keys]],
-        )
-        return {
-            (r["actor_id"], r["key"]): PriorOutcome(
-                r["command"], bytes(r["request_mac"]), r["result"], r["notification_id"]
-            )
-            for r in rows
-        }
+        prefetched: Prefetched = self.prefetch(keys, {})
+        return prefetched.prior
 
-    def existing(self, originator_ids: Sequence[UUID]) -> set[UUID]:
-        """Which of these aggregates have events already."""
-        if not originator_ids:
-            return set()
-        rows = self._rows(
-            SQL("SELECT DISTINCT originator_id FROM {e} WHERE originator_id = ANY(%s)").format(
-                e=self.events_table
-            ),
-            [list(originator_ids)],
-        )
-        return {r["originator_id"] for r in rows}
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.05)
+    def prefetch(self, keys: Sequence[tuple[str, str]], since: Mapping[UUID, int]) -> Prefetched:
+        """What a submission reads, in one round trip: the prior outcomes of its
+        idempotency keys, and for each aggregate the events stored after version
+        `since[id]`; 0 means not held in memory, so its latest snapshot comes too and
+        the events after it."""
+        ids, versions = list(since), list(since.values())
+        with (
+            self.datastore.get_connection() as conn,
+            conn.pipeline(),
+            conn.cursor() as prior,
+            conn.cursor() as stored,
+        ):
+            if keys:
+                pairs = [[a for a, _ in keys], [k for _, k in keys]]
+                prior.execute(self._prior_sql, pairs, prepare=False)
+            if ids:
+                stored.execute(self._stored_sql, [ids, versions], prepare=False)
+            return Prefetched(
+                _prior(prior.fetchall() if keys else []),
+                _stored(stored.fetchall() if ids else []),
+            )
+
+    @property
+    def _prior_sql(self) -> Composed:
+        return SQL(
+            "SELECT k.actor_id, k.key, k.command, k.request_mac, k.result, e.notification_id"
+            " FROM {k} k LEFT JOIN {e} e ON e.originator_id = k.last_originator_id"
+            " AND e.originator_version = k.last_originator_version"
+            " WHERE (k.actor_id, k.key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+        ).format(k=self.idempotency_table, e=self.events_table)
+
+    @property
+    def _stored_sql(self) -> Composed:
+        # One statement, so the snapshot and the events after it are read consistently.
+        return SQL(
+            "WITH t AS (SELECT * FROM unnest(%s::uuid[], %s::bigint[]) AS t(id, v)),"
+            " s AS (SELECT DISTINCT ON (n.originator_id) n.originator_id,"
+            "   n.originator_version, n.topic, n.state FROM t JOIN {s} n"
+            "   ON n.originator_id = t.id AND t.v = 0"
+            "   ORDER BY n.originator_id, n.originator_version DESC)"
+            " SELECT true AS snapshot, * FROM s"
+            " UNION ALL"
+            " SELECT false, e.originator_id, e.originator_version, e.topic, e.state"
+            " FROM t JOIN {e} e ON e.originator_id = t.id AND e.originator_version > greatest("
+            "   t.v, coalesce((SELECT s.originator_version FROM s WHERE s.originator_id = t.id),"
+            "   0))"
+            " ORDER BY 2, 1 DESC, 3"
+        ).format(s=self.snapshots_table, e=self.events_table)
 
     def select_log(
         self, after: int, limit: int, topics: Sequence[str] = (), originator_id: UUID | None = None

@@ -65,6 +65,10 @@ class UnitOfWork:
         self.disclosures[self.command_index] = identity
         self.keys.read[account_id] = key_id_in(sealed)
 
+    def preload(self, aggregates: dict[UUID, Aggregate | None]) -> None:
+        """Aggregates read beforehand (None: none stored under that id)."""
+        self._loaded.update(aggregates)
+
     def _load(self, aggregate_id: UUID) -> Aggregate | None:
         if aggregate_id not in self._loaded:
             try:
