@@ -39,6 +39,14 @@ class Command:
     idempotency_key: str
     roles: ClassVar[frozenset[Role]] = frozenset()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A command's docstring is its description in the GraphQL schema and GraphiQL
+        # (what it records, who may issue it, the article it serves): one paragraph,
+        # without the source's line breaks and indentation.
+        if cls.__doc__:
+            cls.__doc__ = " ".join(cls.__doc__.split())
+
     def __post_init__(self) -> None:
         if not isinstance(self.actor, Actor):
             raise errors.InvalidArgument("actor must be an Actor")
@@ -158,6 +166,10 @@ def _known_rules(uow: UnitOfWork, rule_ids: tuple[str, ...]) -> list[str]:
 
 @dataclass(frozen=True, kw_only=True)
 class RegisterProvider(Command):
+    """Records a new service provider: its code, name and licence reference. Only a
+    regulator (or the system) may issue it. Serves Art. 4: providers obtain the qualifications
+    the law requires."""
+
     code: str
     name: str
     licence_ref: str
@@ -183,6 +195,10 @@ class RegisterProvider(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class RecordQualification(Command):
+    """Records a qualification a provider holds, with its reference. A provider records
+    its own, a regulator (or the system) any provider's. Serves Art. 4: providers obtain the
+    qualifications the law requires."""
+
     provider_id: UUID
     qualification: str
     reference: str
@@ -210,6 +226,11 @@ class RecordQualification(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class RegisterAccount(Command):
+    """Records a new personal or public account at a provider: its handle, its kind, a
+    public account's category, and whether it predates the rules (legacy: limited until it
+    verifies and signs). A provider registers accounts at itself only (the system anywhere).
+    Serves Art. 6 (registration) and, for a public account, Art. 7 (its category)."""
+
     provider_id: UUID
     handle: str
     kind: str
@@ -264,6 +285,11 @@ class _AccountCommand(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class VerifyIdentity(_AccountCommand):
+    """Records that the holder's real identity was verified, by which method and
+    verifier; the identity is sealed under its own key, never kept in the log in clear. A
+    provider verifies its own accounts (the system any). Serves Art. 6: real name at the back
+    end, voluntary at the front end."""
+
     real_name: str = field(repr=False)
     id_number: str = field(repr=False)
     method: str
@@ -289,6 +315,11 @@ class VerifyIdentity(_AccountCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class EraseIdentity(_AccountCommand):
+    """Erases an account's real identity by destroying its data key (crypto-shredding);
+    the events stay, and every proof over them still verifies. A provider erases on its own
+    accounts, a regulator (or the system) on any. Serves Art. 5: providers protect users'
+    personal information and privacy."""
+
     reason: str
     roles = frozenset({P, R, S})
 
@@ -305,8 +336,10 @@ class EraseIdentity(_AccountCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class DiscloseIdentity(_AccountCommand):
-    """Disclose an account's real identity to a competent authority. The disclosure is
-    recorded (who, when, basis, case) in the transaction that reads the data key."""
+    """Discloses an account's real identity to a competent authority, recording who, when, on
+    what basis and for which case (never the identity) in the transaction that reads its data
+    key. Only a regulator may issue it. It opens the real name held at the back end (Art. 6),
+    and the record of each read protects personal information (Art. 5)."""
 
     basis: str
     case_reference: str
@@ -326,6 +359,11 @@ class DiscloseIdentity(_AccountCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class SignAgreement(_AccountCommand):
+    """Records that the holder signed the current service agreement (its id, version and
+    the SHA-256 of its text), accepting every one of the seven bottom lines. A provider records
+    it for its own accounts (the system for any). Serves Art. 6: every user signs a service
+    agreement committing to the seven bottom lines."""
+
     agreement_id: str
     version: str
     text_sha256: str
@@ -353,6 +391,11 @@ class SignAgreement(_AccountCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class ReviewAccount(_AccountCommand):
+    """Records a review of a public account, approved or rejected, with the reason; only
+    an approved public account may publish. A provider reviews its own accounts (the system
+    any). Serves Art. 7: a provider reviews every public account before it releases
+    information."""
+
     outcome: str
     reason: str
 
@@ -368,6 +411,10 @@ class ReviewAccount(_AccountCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class FileAccount(_AccountCommand):
+    """Records that an approved public account was filed with an authority under the
+    category it was registered in, with the filing reference. A provider files its own accounts
+    (the system any). Serves Art. 7: public accounts are filed by category."""
+
     authority: str
     reference: str
     category: str
@@ -385,6 +432,10 @@ class FileAccount(_AccountCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class GrantNewsPermission(_AccountCommand):
+    """Grants a public account a scope of current political news (publish or reprint)
+    beyond its category's default, on the stated basis. Only a regulator (or the system) may
+    issue it. Serves Art. 7: only licensed news entities may publish or reprint political news."""
+
     scope: str
     basis: str
     roles = frozenset({R, S})
@@ -403,6 +454,10 @@ class GrantNewsPermission(_AccountCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class RevokeNewsPermission(_AccountCommand):
+    """Revokes a news scope granted earlier, with the reason; an account left with no
+    scope also loses its mark. Only a regulator (or the system) may issue it. Serves Art. 7
+    (current political news)."""
+
     scope: str
     reason: str
     roles = frozenset({R, S})
@@ -421,6 +476,10 @@ class RevokeNewsPermission(_AccountCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class MarkAccount(_AccountCommand):
+    """Publicly marks a public account as one that may carry current political news; it
+    must hold a publish or reprint scope. A provider marks its own accounts (the system any).
+    Serves Art. 7: accounts allowed political news are marked."""
+
     def execute(self, uow: UnitOfWork) -> dict[str, Any]:
         self.account(uow).mark(uow.ruleset, self.actor, uow.now)
         return self.done()
@@ -428,6 +487,9 @@ class MarkAccount(_AccountCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class UnmarkAccount(_AccountCommand):
+    """Removes the public political-news mark from an account, with the reason. A provider
+    unmarks its own accounts, a regulator (or the system) any. Serves Art. 7."""
+
     reason: str
     roles = frozenset({P, R, S})
 
@@ -445,6 +507,12 @@ class UnmarkAccount(_AccountCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class ImposeSanction(_AccountCommand):
+    """Imposes a sanction at a level of the ruleset's ladder (warning, restricted
+    publishing, suspended updates, closure), citing rules, optional evidence posts of the
+    account and a duration the ruleset allows. A provider sanctions its own accounts, a
+    regulator (or the system) any. Serves Art. 9: a breach is met, by its degree, with a
+    warning, a restriction, a suspension or closure, and recorded."""
+
     level: str
     rule_ids: tuple[str, ...]
     reason: str
@@ -507,6 +575,10 @@ class _SanctionCommand(_AccountCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class LiftSanction(_SanctionCommand):
+    """Lifts a sanction still in force, with the reason; a closure is never lifted, only
+    overturned on appeal. A regulator (or the system) lifts any sanction, a provider only one a
+    provider imposed on its own account. Serves Art. 9."""
+
     reason: str
     roles = frozenset({P, R, S})
 
@@ -525,6 +597,11 @@ class LiftSanction(_SanctionCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class AppealSanction(_SanctionCommand):
+    """Records an appeal against a sanction on the account, with the grounds; each
+    sanction is appealed at most once. A provider appeals for its own accounts (the system for
+    any). Appeals are the ledger's safeguard over Art. 9 sanctions, not an article of their
+    own."""
+
     grounds: str
 
     def validate(self) -> None:
@@ -538,6 +615,10 @@ class AppealSanction(_SanctionCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class DecideAppeal(_SanctionCommand):
+    """Decides a pending appeal, upheld or overturned, with the reason; an overturned
+    sanction is no longer in force, and an overturned closure reopens the account. Only a
+    regulator (or the system) may issue it. Completes the appeal of an Art. 9 sanction."""
+
     outcome: str
     reason: str
     roles = frozenset({R, S})
@@ -559,6 +640,12 @@ class DecideAppeal(_SanctionCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class PublishPost(_AccountCommand):
+    """Records a published post (an original, or a reprint naming its source; political
+    news or other) by the SHA-256 of its content, never the content. A provider publishes for
+    its own accounts (the system for any), only while the account may publish and, for
+    political news, holds the scope it needs. Serves Art. 8 (users answer for what they
+    publish) and Art. 7 (current political news)."""
+
     ref: str
     origin: str
     category: str
@@ -612,6 +699,11 @@ class _PostCommand(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class RecordReach(_PostCommand):
+    """Records a post's cumulative views and reposts, which never go down; passing one of
+    the ruleset's reach thresholds (by default 5,000 views or 500 reposts, after the 2013
+    judicial interpretation on rumours) records that once. A provider records reach for its
+    own posts (the system for any)."""
+
     views: int
     reposts: int
     roles = frozenset({P, S})
@@ -630,6 +722,10 @@ class RecordReach(_PostCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class ReportPost(_PostCommand):
+    """Records a report of a post, with who reported it and why. A provider reports on its
+    own posts, a regulator (or the system) on any. Serves Art. 5: providers accept public
+    supervision and handle reported illegal information promptly."""
+
     reporter: str
     reason: str
 
@@ -647,6 +743,10 @@ class ReportPost(_PostCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class ResolveReport(_PostCommand):
+    """Records a report's outcome, upheld or dismissed, with the reason and the time it
+    took. A provider resolves reports on its own posts, a regulator (or the system) on any.
+    Serves Art. 5: reported illegal information is handled promptly."""
+
     report_id: UUID
     outcome: str
     reason: str
@@ -665,6 +765,10 @@ class ResolveReport(_PostCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class RemovePost(_PostCommand):
+    """Records that a post was removed, citing at least one rule of the ruleset and a
+    reason. A provider removes its own posts, a regulator (or the system) any. Serves Art. 5
+    (handling illegal information) and Art. 8 (content prohibited by law)."""
+
     rule_ids: tuple[str, ...]
     reason: str
 
