@@ -1,8 +1,17 @@
-"""accounts: one row per account with its current state.
+"""accounts: one row per account with its current state, and per provider the figures
+the regulator reads (accounts by kind and status, verified, reviewed and filed).
 
 Status depends on time (a suspension lapses at its expiry with no event), so the row
 keeps, per status-changing level, the latest expiry of the sanctions in force
 (`infinity` when indefinite) and `status_sql` turns them into a status at read time.
+
+The figures by status count each account under its *eventual* status (the one it keeps
+once every finite expiry has passed), and `account_lapses` holds each moment at which
+an account's status will change without an event (from, to). The status counts at a
+moment are the eventual counts with the lapses still to come undone: a range scan of
+`account_lapses_due` over the lapses after that moment, bounded by the accounts whose
+status is still due to lapse, never by the ledger. Nothing has to run when a moment
+passes. `by_status_sql` is that read.
 """
 
 from __future__ import annotations
@@ -59,6 +68,23 @@ DDL = (
     " WHERE suspended_until IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS accounts_restricted ON accounts (restricted_until)"
     " WHERE restricted_until IS NOT NULL",
+    # figure: kind (value: the kind), status (value: the eventual status), verified,
+    # public_reviewed, public_filed (value: '').
+    """CREATE TABLE IF NOT EXISTS account_figures (
+        provider_id uuid NOT NULL,
+        figure text NOT NULL,
+        value text NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (provider_id, figure, value))""",
+    """CREATE TABLE IF NOT EXISTS account_lapses (
+        account_id uuid NOT NULL,
+        at timestamptz NOT NULL,
+        provider_id uuid NOT NULL,
+        status_before text NOT NULL,
+        status_after text NOT NULL,
+        PRIMARY KEY (account_id, at))""",
+    "CREATE INDEX IF NOT EXISTS account_lapses_due ON account_lapses (provider_id, at)"
+    " INCLUDE (status_before, status_after)",
 )
 
 STATUSES = ("active", "publishing_restricted", "updates_suspended", "closed")
@@ -87,6 +113,84 @@ def status_filter_sql(status: str, now_param: str = "%(now)s") -> str:
         "active": f"NOT coalesce({closed}, false) AND NOT coalesce({suspended}, false)"
         f" AND NOT coalesce({restricted}, false)",
     }[status]
+
+
+# The status an account keeps once every finite expiry has passed.
+EVENTUAL_STATUS = (
+    "CASE WHEN closed_until = 'infinity' THEN 'closed'"
+    " WHEN suspended_until = 'infinity' THEN 'updates_suspended'"
+    " WHEN restricted_until = 'infinity' THEN 'publishing_restricted'"
+    " ELSE 'active' END"
+)
+
+
+def _count(figure: str, value: str, when: str = "true", n: int = 1) -> str:
+    """Add `n` to a figure of the provider of the account `%s`, if `when` holds for it."""
+    return (
+        "INSERT INTO account_figures AS f (provider_id, figure, value, n)"
+        f" SELECT provider_id, '{figure}', {value}, {n} FROM accounts"
+        f" WHERE account_id = %s AND {when}"
+        " ON CONFLICT (provider_id, figure, value) DO UPDATE SET n = f.n + EXCLUDED.n"
+    )
+
+
+def _lapses(where: str) -> str:
+    """Insert the moments at which the status of the accounts `where` selects changes
+    with no event: each finite expiry at which the status just before differs from
+    the status from then on (timestamps are whole microseconds)."""
+    before = status_sql("b.at - interval '1 microsecond'")
+    return (
+        "INSERT INTO account_lapses (account_id, at, provider_id, status_before, status_after)"
+        " SELECT * FROM (SELECT account_id, b.at, provider_id,"
+        f" {before} AS status_before, {status_sql('b.at')} AS status_after"
+        " FROM accounts CROSS JOIN LATERAL (SELECT DISTINCT x AS at FROM"
+        " unnest(ARRAY[closed_until, suspended_until, restricted_until]) x"
+        f" WHERE isfinite(x)) b WHERE {where}) l WHERE status_before <> status_after"
+    )
+
+
+def by_status_sql(provider: str, now_param: str = "%(now)s") -> str:
+    """SQL for a jsonb of status -> accounts of `provider` (an SQL expression) at `now`."""
+    return (
+        "(SELECT coalesce(jsonb_object_agg(status, n) FILTER (WHERE n > 0), '{}')"
+        " FROM (SELECT status, sum(n)::bigint AS n FROM ("
+        " SELECT value AS status, n FROM account_figures"
+        f" WHERE provider_id = {provider} AND figure = 'status'"
+        " UNION ALL SELECT u.status, u.n FROM account_lapses CROSS JOIN LATERAL"
+        " (VALUES (status_before, 1), (status_after, -1)) u(status, n)"
+        f" WHERE provider_id = {provider} AND at > {now_param}"
+        ") c GROUP BY status) s)"
+    )
+
+
+# Before a change to an account's sanctions in force: take its status out of the
+# figures; after it, put it back in.
+_STATUS_OUT = (
+    _count("status", EVENTUAL_STATUS, n=-1),
+    "DELETE FROM account_lapses WHERE account_id = %s",
+)
+_STATUS_IN = (_count("status", EVENTUAL_STATUS), _lapses("account_id = %s"))
+
+
+def _by_account(e: LoggedEvent, queries: Iterable[str]) -> Iterable[Statement]:
+    for query in queries:
+        yield query, (e.originator_id,)
+
+
+# Recount every figure from the accounts rows (bulk loads; tests check it against the
+# figures kept event by event).
+RECOUNT = (
+    "DELETE FROM account_figures",
+    "DELETE FROM account_lapses",
+    "INSERT INTO account_figures (provider_id, figure, value, n)"
+    " SELECT provider_id, figure, value, count(*) FROM accounts CROSS JOIN LATERAL (VALUES"
+    " ('kind', kind, true), ('status', " + EVENTUAL_STATUS + ", true),"
+    " ('verified', '', verified),"
+    " ('public_reviewed', '', kind = 'public' AND review_outcome IS NOT NULL),"
+    " ('public_filed', '', kind = 'public' AND filed_at IS NOT NULL)) f(figure, value, counts)"
+    " WHERE counts GROUP BY 1, 2, 3",
+    _lapses("true"),
+)
 
 
 def _touch(e: LoggedEvent, sets: str = "", params: tuple[object, ...] = ()) -> Statement:
@@ -118,9 +222,12 @@ def registered(e: LoggedEvent, ruleset: Ruleset) -> Iterable[Statement]:
             e.position,
         ),
     )
+    yield _count("kind", "kind"), (e.originator_id,)
+    yield _count("status", EVENTUAL_STATUS), (e.originator_id,)
 
 
 def verified(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    yield _count("verified", "''", "NOT verified"), (e.originator_id,)
     yield _touch(
         e,
         "verified = true, verified_at = %s, verification_method = %s, identity_erased_at = NULL",
@@ -129,6 +236,7 @@ def verified(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
 
 
 def erased(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    yield _count("verified", "''", "verified", n=-1), (e.originator_id,)
     yield _touch(e, "verified = false, identity_erased_at = %s", (e.timestamp,))
 
 
@@ -142,10 +250,14 @@ def signed(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
 
 
 def reviewed(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    first = "kind = 'public' AND review_outcome IS NULL"
+    yield _count("public_reviewed", "''", first), (e.originator_id,)
     yield _touch(e, "review_outcome = %s, reviewed_at = %s", (e.payload["outcome"], e.timestamp))
 
 
 def filed(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
+    first = "kind = 'public' AND filed_at IS NULL"
+    yield _count("public_filed", "''", first), (e.originator_id,)
     p = e.payload
     yield _touch(
         e,
@@ -193,6 +305,7 @@ _REFRESH_STATUS = (
 def imposed(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
     p = e.payload
     entry = {"sanction_id": p["sanction_id"], "level": p["level"], "expires_at": p["expires_at"]}
+    yield from _by_account(e, _STATUS_OUT)
     yield _touch(
         e,
         "active_sanctions = active_sanctions || jsonb_build_array(%s::jsonb),"
@@ -201,9 +314,11 @@ def imposed(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
         (json.dumps(entry), p["level"], p["level"]),
     )
     yield _touch(e, _REFRESH_STATUS)
+    yield from _by_account(e, _STATUS_IN)
 
 
 def _withdraw(e: LoggedEvent) -> Iterable[Statement]:
+    yield from _by_account(e, _STATUS_OUT)
     yield _touch(
         e,
         "active_sanctions = (SELECT coalesce(jsonb_agg(x ORDER BY n), '[]')"
@@ -212,6 +327,7 @@ def _withdraw(e: LoggedEvent) -> Iterable[Statement]:
         (e.payload["sanction_id"],),
     )
     yield _touch(e, _REFRESH_STATUS)
+    yield from _by_account(e, _STATUS_IN)
 
 
 def lifted(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
@@ -246,8 +362,8 @@ def post_touched(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
 
 ACCOUNTS = Projection(
     name="accounts",
-    version=1,
-    tables=("accounts",),
+    version=2,
+    tables=("accounts", "account_figures", "account_lapses"),
     ddl=DDL,
     depends_on=("posts",),
     handlers={

@@ -1,12 +1,20 @@
 """providers: each provider with its qualifications; reports with their time to
-resolution; and the compliance figures computed from these and the other read tables.
+resolution; and the compliance figures read from counters the projections keep.
 
-The figures are computed at read time, over indexes by provider, because account
-status depends on the moment of reading (suspensions lapse without an event).
+Counts are kept per provider in the transaction of their events: accounts by kind,
+eventual status, verified, reviewed and filed (`accounts`), sanctions by level and
+issuer role (`sanctions`), open and resolved reports (here). Status at a moment takes
+the eventual counts and undoes the lapses still to come (`by_status_sql`). The exact
+percentiles of time to resolution come from a histogram of resolution times in
+geometric buckets (`resolution_buckets`): its cumulative counts name the bucket that
+holds a rank, and the reports index (provider, bucket, seconds) is read from that
+bucket's start, so the cost is the number of buckets plus the rank within its bucket,
+not the number of reports.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -18,7 +26,7 @@ from psycopg.rows import DictRow
 
 from ledger.log import LoggedEvent
 from ledger.ruleset import Ruleset
-from projections.accounts import status_sql
+from projections.accounts import by_status_sql
 from projections.base import Projection, Statement, actor_id, actor_role
 
 DDL = (
@@ -43,11 +51,59 @@ DDL = (
         handler_id text,
         handler_role text,
         seconds_to_resolve double precision,
+        resolution_bucket int,
         position bigint NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS reports_open ON reports (provider_id) WHERE resolved_at IS NULL",
-    "CREATE INDEX IF NOT EXISTS reports_resolved ON reports (provider_id, seconds_to_resolve)"
-    " WHERE resolved_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS reports_resolved ON reports"
+    " (provider_id, resolution_bucket, seconds_to_resolve) WHERE resolution_bucket IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS reports_post ON reports (post_id)",
+    # figure: open, resolved (with a time to resolution).
+    """CREATE TABLE IF NOT EXISTS report_figures (
+        provider_id uuid NOT NULL,
+        figure text NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (provider_id, figure))""",
+    """CREATE TABLE IF NOT EXISTS resolution_buckets (
+        provider_id uuid NOT NULL,
+        bucket int NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (provider_id, bucket))""",
+)
+
+# Bucket bounds in seconds: 0, then 16 buckets per doubling from 1 s to 2^32 s, each
+# under 4.5% wide. Any non-decreasing map from seconds to buckets keeps the order of
+# (bucket, seconds) that of seconds; bisect over sorted bounds is one.
+BUCKET_BOUNDS = (0.0, *(2 ** (i / 16) for i in range(32 * 16 + 1)))
+
+
+def resolution_bucket(seconds: float | None) -> int | None:
+    return None if seconds is None else bisect.bisect_right(BUCKET_BOUNDS, seconds)
+
+
+def _report_counts(sign: int) -> tuple[str, ...]:
+    """Add (sign 1) or take out (-1) a report's contribution to its provider's figures."""
+    return (
+        "INSERT INTO report_figures AS f (provider_id, figure, n)"
+        f" SELECT provider_id, x.figure, {sign} FROM reports CROSS JOIN LATERAL (VALUES"
+        " ('open', resolved_at IS NULL), ('resolved', resolution_bucket IS NOT NULL))"
+        " x(figure, counts) WHERE report_id = %s AND counts"
+        " ON CONFLICT (provider_id, figure) DO UPDATE SET n = f.n + EXCLUDED.n",
+        "INSERT INTO resolution_buckets AS b (provider_id, bucket, n)"
+        f" SELECT provider_id, resolution_bucket, {sign} FROM reports"
+        " WHERE report_id = %s AND resolution_bucket IS NOT NULL"
+        " ON CONFLICT (provider_id, bucket) DO UPDATE SET n = b.n + EXCLUDED.n",
+    )
+
+
+# Recount the figures from the reports rows (bulk loads; tests).
+RECOUNT = (
+    "DELETE FROM report_figures",
+    "DELETE FROM resolution_buckets",
+    "INSERT INTO report_figures (provider_id, figure, n) SELECT provider_id, x.figure,"
+    " count(*) FROM reports CROSS JOIN LATERAL (VALUES ('open', resolved_at IS NULL),"
+    " ('resolved', resolution_bucket IS NOT NULL)) x(figure, counts) WHERE counts GROUP BY 1, 2",
+    "INSERT INTO resolution_buckets (provider_id, bucket, n) SELECT provider_id,"
+    " resolution_bucket, count(*) FROM reports WHERE resolution_bucket IS NOT NULL"
+    " GROUP BY 1, 2",
 )
 
 
@@ -84,28 +140,35 @@ def reported(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
         " FROM posts WHERE post_id = %s",
         (e.payload["report_id"], e.payload["reason"], e.timestamp, e.position, e.originator_id),
     )
+    for query in _report_counts(1):
+        yield query, (e.payload["report_id"],)
 
 
 def resolved(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
     p = e.payload
+    for query in _report_counts(-1):
+        yield query, (p["report_id"],)
     yield (
         "UPDATE reports SET outcome = %s, resolved_at = %s, handler_id = %s, handler_role = %s,"
-        " seconds_to_resolve = %s WHERE report_id = %s",
+        " seconds_to_resolve = %s, resolution_bucket = %s WHERE report_id = %s",
         (
             p["outcome"],
             e.timestamp,
             actor_id(e),
             actor_role(e),
             p["seconds_to_resolve"],
+            resolution_bucket(p["seconds_to_resolve"]),
             p["report_id"],
         ),
     )
+    for query in _report_counts(1):
+        yield query, (p["report_id"],)
 
 
 PROVIDERS = Projection(
     name="providers",
-    version=1,
-    tables=("providers", "reports"),
+    version=2,
+    tables=("providers", "reports", "report_figures", "resolution_buckets"),
     ddl=DDL,
     depends_on=("posts",),
     handlers={
@@ -116,42 +179,59 @@ PROVIDERS = Projection(
     },
 )
 
+
+def _percentile(fraction: float) -> str:
+    """SQL for percentile_cont(fraction) of the provider's times to resolution, given
+    `r.resolved` of them: the two values around the rank, read from the bucket that
+    holds it, interpolated as PostgreSQL's percentile_cont does."""
+    return f"""(SELECT CASE WHEN v.frac = 0 OR v.pair[2] IS NULL THEN v.pair[1]
+    ELSE v.pair[1] + (v.pair[2] - v.pair[1]) * v.frac END
+  FROM (SELECT k.pos - k.rank AS frac, ARRAY(
+      SELECT seconds_to_resolve FROM reports
+      WHERE provider_id = p.provider_id AND resolution_bucket IS NOT NULL
+        AND resolution_bucket >= b.bucket
+      ORDER BY resolution_bucket, seconds_to_resolve OFFSET k.rank - b.before LIMIT 2) AS pair
+    FROM (SELECT x.pos, floor(x.pos)::bigint AS rank
+      FROM (SELECT {fraction}::float8 * (r.resolved - 1) AS pos) x) k
+    CROSS JOIN LATERAL (SELECT bucket, total - n AS before FROM (
+        SELECT bucket, n, sum(n) OVER (ORDER BY bucket) AS total FROM resolution_buckets
+        WHERE provider_id = p.provider_id) c
+      WHERE total > k.rank ORDER BY bucket LIMIT 1) b
+    WHERE r.resolved > 0) v)"""
+
+
 FIGURES_SQL = f"""
 SELECT p.provider_id, p.code, p.name, p.licence_ref, p.registered_at, p.qualifications,
-  a.accounts, a.by_kind, a.by_status, a.verified, a.public, a.public_reviewed, a.public_filed,
+  a.accounts, a.by_kind, {by_status_sql("p.provider_id")} AS by_status,
+  CASE WHEN a.accounts > 0 THEN a.verified END AS verified,
+  CASE WHEN a.accounts > 0 THEN a.public END AS public,
+  CASE WHEN a.accounts > 0 THEN a.public_reviewed END AS public_reviewed,
+  CASE WHEN a.accounts > 0 THEN a.public_filed END AS public_filed,
   s.by_level, s.by_issuer_role,
-  r.open_reports, r.p50, r.p95
+  r.open_reports, {_percentile(0.5)} AS p50, {_percentile(0.95)} AS p95
 FROM providers p
 CROSS JOIN LATERAL (
-  SELECT coalesce(sum(n), 0)::bigint AS accounts,
-    coalesce(jsonb_object_agg(kind, n) FILTER (WHERE kind IS NOT NULL), '{{}}') AS by_kind,
-    (SELECT coalesce(jsonb_object_agg(status, n), '{{}}') FROM (
-       SELECT {status_sql()} AS status, count(*) AS n FROM accounts
-       WHERE provider_id = p.provider_id GROUP BY 1) st) AS by_status,
-    sum(verified)::bigint AS verified, sum(public)::bigint AS public,
-    sum(public_reviewed)::bigint AS public_reviewed, sum(public_filed)::bigint AS public_filed
-  FROM (
-    SELECT kind, count(*) AS n, count(*) FILTER (WHERE verified) AS verified,
-      count(*) FILTER (WHERE kind = 'public') AS public,
-      count(*) FILTER (WHERE kind = 'public' AND review_outcome IS NOT NULL) AS public_reviewed,
-      count(*) FILTER (WHERE kind = 'public' AND filed_at IS NOT NULL) AS public_filed
-    FROM accounts WHERE provider_id = p.provider_id GROUP BY kind) k
+  SELECT coalesce(sum(n) FILTER (WHERE figure = 'kind'), 0)::bigint AS accounts,
+    coalesce(jsonb_object_agg(value, n) FILTER (WHERE figure = 'kind' AND n > 0), '{{}}')
+      AS by_kind,
+    coalesce(sum(n) FILTER (WHERE figure = 'verified'), 0)::bigint AS verified,
+    coalesce(sum(n) FILTER (WHERE figure = 'kind' AND value = 'public'), 0)::bigint AS public,
+    coalesce(sum(n) FILTER (WHERE figure = 'public_reviewed'), 0)::bigint AS public_reviewed,
+    coalesce(sum(n) FILTER (WHERE figure = 'public_filed'), 0)::bigint AS public_filed
+  FROM account_figures WHERE provider_id = p.provider_id
 ) a
 CROSS JOIN LATERAL (
   SELECT
-    (SELECT coalesce(jsonb_object_agg(level, n), '{{}}') FROM (SELECT level, count(*) AS n
-       FROM sanctions WHERE provider_id = p.provider_id GROUP BY level) l) AS by_level,
-    (SELECT coalesce(jsonb_object_agg(issuer_role, n), '{{}}') FROM (SELECT issuer_role,
-       count(*) AS n FROM sanctions WHERE provider_id = p.provider_id GROUP BY issuer_role) i)
-       AS by_issuer_role
+    coalesce(jsonb_object_agg(value, n) FILTER (WHERE figure = 'level' AND n > 0), '{{}}')
+      AS by_level,
+    coalesce(jsonb_object_agg(value, n) FILTER (WHERE figure = 'issuer_role' AND n > 0), '{{}}')
+      AS by_issuer_role
+  FROM sanction_figures WHERE provider_id = p.provider_id
 ) s
 CROSS JOIN LATERAL (
-  SELECT
-    (SELECT count(*) FROM reports WHERE provider_id = p.provider_id AND resolved_at IS NULL)
-      AS open_reports,
-    percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds_to_resolve) AS p50,
-    percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds_to_resolve) AS p95
-  FROM reports WHERE provider_id = p.provider_id AND resolved_at IS NOT NULL
+  SELECT coalesce(sum(n) FILTER (WHERE figure = 'open'), 0)::bigint AS open_reports,
+    coalesce(sum(n) FILTER (WHERE figure = 'resolved'), 0)::bigint AS resolved
+  FROM report_figures WHERE provider_id = p.provider_id
 ) r
 WHERE %(all)s OR p.provider_id = ANY(%(ids)s)
 ORDER BY p.code

@@ -1,4 +1,5 @@
-"""sanctions: one row per sanction, with its issuer, expiry, lifting and appeal."""
+"""sanctions: one row per sanction, with its issuer, expiry, lifting and appeal; and per
+provider the sanctions by level and by issuer role, counted as they are imposed."""
 
 from __future__ import annotations
 
@@ -39,6 +40,28 @@ DDL = (
     "CREATE INDEX IF NOT EXISTS sanctions_imposed_at ON sanctions (imposed_at)",
     "CREATE INDEX IF NOT EXISTS sanctions_expiring ON sanctions (expires_at)"
     " WHERE expires_at IS NOT NULL AND lifted_at IS NULL",
+    # figure: level or issuer_role, value: the level or role.
+    """CREATE TABLE IF NOT EXISTS sanction_figures (
+        provider_id uuid NOT NULL,
+        figure text NOT NULL,
+        value text NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (provider_id, figure, value))""",
+)
+
+_FIGURES = (
+    "SELECT provider_id, f.figure, f.value, count(*) FROM sanctions CROSS JOIN LATERAL"
+    " (VALUES ('level', level), ('issuer_role', issuer_role)) f(figure, value)"
+)
+# Recount the figures from the sanctions rows (bulk loads; tests).
+RECOUNT = (
+    "DELETE FROM sanction_figures",
+    f"INSERT INTO sanction_figures (provider_id, figure, value, n) {_FIGURES} GROUP BY 1, 2, 3",
+)
+_COUNT = (
+    f"INSERT INTO sanction_figures AS s (provider_id, figure, value, n) {_FIGURES}"
+    " WHERE sanction_id = %s GROUP BY 1, 2, 3"
+    " ON CONFLICT (provider_id, figure, value) DO UPDATE SET n = s.n + EXCLUDED.n"
 )
 
 
@@ -65,6 +88,7 @@ def imposed(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
             e.originator_id,
         ),
     )
+    yield _COUNT, (p["sanction_id"],)
 
 
 def _update(e: LoggedEvent, sets: str, params: tuple[object, ...]) -> Statement:
@@ -101,8 +125,8 @@ def decided(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
 
 SANCTIONS = Projection(
     name="sanctions",
-    version=1,
-    tables=("sanctions",),
+    version=2,
+    tables=("sanctions", "sanction_figures"),
     ddl=DDL,
     depends_on=("accounts",),
     handlers={
