@@ -357,3 +357,43 @@ def test_a_wrong_count_is_caught(world: World, check: Check, reader: Reader) -> 
     reader.execute("UPDATE account_lapses SET at = at + interval '1 microsecond'")
     with pytest.raises(AssertionError):
         check()
+
+
+def test_percentiles_equal_percentile_cont_at_every_count(
+    projector: Projector, reader: Reader
+) -> None:
+    """Times to resolution written straight into the reports table, ties and bucket
+    bounds included, compared after each one added: the rank and the next fall in
+    one bucket or in two."""
+    provider = UUID(int=1)
+    reader.execute(
+        "INSERT INTO providers (provider_id, code, name, licence_ref, registered_at, position,"
+        " last_position) VALUES (%s, 'p', 'P', 'L', now(), 1, 1)",
+        (provider,),
+    )
+    rng = random.Random(11)
+    bounds = [0.0, 1.0, 2 ** (1 / 16), 2.0, 60.0, 61.0]
+    for n in range(1, 301):
+        seconds = rng.choice(bounds) if n % 4 == 0 else 10 ** rng.uniform(-1, 5)
+        reader.execute(
+            "INSERT INTO reports (report_id, post_id, account_id, provider_id, reason,"
+            " reported_at, resolved_at, seconds_to_resolve, resolution_bucket, position)"
+            " VALUES (%s, %s, %s, %s, 'r', now(), now(), %s, %s, %s)",
+            (
+                UUID(int=n),
+                UUID(int=n),
+                UUID(int=n),
+                provider,
+                seconds,
+                resolution_bucket(seconds),
+                n,
+            ),
+        )
+        with reader.transaction():
+            for statement in providers.RECOUNT:
+                reader.execute(statement)  # type: ignore[arg-type]
+        params = figures_params(datetime.now(UTC), [provider])
+        kept = reader.execute(FIGURES_SQL, params).fetchone()  # type: ignore[arg-type]
+        reference = reader.execute(REFERENCE_SQL, params).fetchone()  # type: ignore[arg-type]
+        assert kept is not None and reference is not None
+        assert (kept["p50"], kept["p95"]) == (reference["p50"], reference["p95"]), n
