@@ -24,7 +24,7 @@ from tests.conftest import TEST_KEY
 from tests.world import REGULATOR
 
 ROOT = Path(__file__).resolve().parent.parent
-ACCOUNTS = 150
+ACCOUNTS = 2950  # 100k lines and more, as issue 13 asks
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,7 @@ def test_an_import_killed_halfway_and_run_again_ends_as_one_uninterrupted_run(
     database: Database, schema: str, tmp_path: Path, demo_file: Path
 ) -> None:
     lines = sum(1 for _ in demo_file.open())
+    assert lines >= 100_000
     whole = f"t_{uuid.uuid4().hex[:12]}"
     database.create_schema(whole)
     try:
