@@ -15,7 +15,12 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast, overload
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    project_aggregate,
+)
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     IntegrityError,
@@ -345,12 +350,18 @@ class Ledger(Application[UUID]):
             keys.new += m.kwargs["keys"].new
             keys.shred += m.kwargs["keys"].shred
             keys.read.update(m.kwargs["keys"].read)
-        recordings = self.save(
-            *(e for m in members for e in m.events),
-            *(a for m in members for a in m.aggregates),
-            idempotency=[r for m in members for r in m.kwargs["idempotency"]],
-            keys=keys,
-        )
+        # What `save` does, without its per-object protocol checks (`isinstance` against
+        # runtime protocols: a tenth of a batch's time): the members' events are
+        # collected already, and their aggregates have none pending.
+        processing: ProcessingEvent[UUID] = ProcessingEvent()
+        processing.events = [e for m in members for e in m.events]
+        processing.aggregates = {a.id: a for m in members for a in m.aggregates}
+        processing.saved_kwargs = {
+            "idempotency": [r for m in members for r in m.kwargs["idempotency"]],
+            "keys": keys,
+        }
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
         out, start = [], 0
         for m in members:
             out.append(recordings[start : start + len(m.events)])

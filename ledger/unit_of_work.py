@@ -39,6 +39,9 @@ class UnitOfWork:
         self.vault = vault
         self.now = now
         self._loaded: dict[UUID, Aggregate | None] = {}
+        # Handed out since the last `collect`: only these can have pending events, and a
+        # batch of a hundred commands must not walk every aggregate after each one.
+        self._handed: dict[UUID, Aggregate] = {}
         self.events: list[DomainEventProtocol[UUID]] = []
         # Aggregates created here, by the index of the command that created them. That
         # none exists yet is checked for all of them at once, before saving.
@@ -83,6 +86,7 @@ class UnitOfWork:
         found = self._load(aggregate_id)
         if not isinstance(found, cls):
             raise missing()
+        self._handed[aggregate_id] = found
         return found
 
     def provider(self, provider_id: UUID) -> Provider:
@@ -125,14 +129,15 @@ class UnitOfWork:
         if self._loaded.get(aggregate.id) is not None:
             raise errors.AlreadyExists("it is already registered", id=str(aggregate.id))
         self._loaded[aggregate.id] = aggregate
+        self._handed[aggregate.id] = aggregate
         self.created[aggregate.id] = self.command_index
 
     def collect(self) -> list[DomainEventProtocol[UUID]]:
         """Move pending events of every touched aggregate into the unit's event list."""
         new: list[DomainEventProtocol[UUID]] = []
-        for aggregate in self._loaded.values():
-            if aggregate is not None:
-                new.extend(aggregate.collect_events())
+        for aggregate in self._handed.values():
+            new.extend(aggregate.collect_events())
+        self._handed.clear()
         self.events.extend(new)
         return new
 

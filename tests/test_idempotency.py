@@ -167,8 +167,8 @@ def test_conflict_after_bounded_retries(make_ledger) -> None:  # type: ignore[no
     account = world.account()
     other = make_ledger()
 
-    # Another writer records an event on the same account between every load and save.
-    original_save = ledger.save
+    # Another writer records an event on the same account between every load and insert.
+    original_insert = ledger.recorder.insert_events
     calls = 0
 
     def save_after_interference(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -184,9 +184,9 @@ def test_conflict_after_bounded_retries(make_ledger) -> None:  # type: ignore[no
                 reason="interfere",
             )
         )
-        return original_save(*args, **kwargs)
+        return original_insert(*args, **kwargs)
 
-    ledger.save = save_after_interference  # type: ignore[method-assign]
+    ledger.recorder.insert_events = save_after_interference  # type: ignore[method-assign]
     head_before = ledger.head()
     with pytest.raises(LedgerError) as refused:
         ledger.execute(
