@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import itertools
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -316,7 +317,7 @@ def graphql_writes(args: argparse.Namespace, db: Database, schema: str) -> None:
         token = create_token(conn, schema, "provider", publisher.ops.provider_id, "b")[1]
     accounts = ", ".join(f'"{a}"' for a in publisher.accounts)
     print(f"\n{'GraphQL publishPost':<22}{'workers':>8}{'cmd/s':>8}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'recorded':>10}")  # fmt: skip
+          f"{'recorded':>10}{'request ms':>12}{'submit ms':>11}")  # fmt: skip
     for workers in (1, 2):
         with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
             server = _serve(db, schema, Path(tmp), workers)
@@ -326,14 +327,52 @@ def graphql_writes(args: argparse.Namespace, db: Database, schema: str) -> None:
                     lua = PUBLISH_LUA.format(token=token, accounts=accounts, sha="a" * 64,
                                              prefix=f"w{workers}-{clients}")  # fmt: skip
                     script.write_text(lua + WRK_DONE)
-                    head = ledger.head()
+                    head, before = ledger.head(), server_seconds(server)
                     run = wrk(server.url + "/graphql", script, clients, args.seconds)
                     recorded = ledger.head() - head
+                    after = server_seconds(server)
+                    request = mean_ms(before["request"], after["request"])
+                    submit = mean_ms(before["submit"], after["submit"])
                     print(f"{clients:<22}{workers:>8}{run.rate:>8.0f}{run.p50:>9.1f}"
-                          f"{run.p99:>9.1f}{recorded:>10}")  # fmt: skip
+                          f"{run.p99:>9.1f}{recorded:>10}{request:>12.2f}"
+                          f"{submit:>11.2f}")  # fmt: skip
             finally:
                 server.stop()
     ledger.close()
+
+
+SECONDS = {
+    "request": re.compile(
+        r'^ledger_request_duration_seconds_(sum|count)\{[^}]*transport="http"[^}]*\} (\S+)$',
+        re.MULTILINE,
+    ),
+    "submit": re.compile(
+        r'^ledger_command_duration_seconds_(sum|count)\{command="PublishPost"\} (\S+)$',
+        re.MULTILINE,
+    ),
+}
+
+
+def server_seconds(server: Any) -> dict[str, tuple[float, float]]:
+    """Seconds the server spent answering GraphQL requests over HTTP, and inside
+    `Ledger.submit` for PublishPost, each as (sum, count) from its /metrics: the means'
+    difference over a run is what GraphQL, HTTP and the hand-off to a thread cost."""
+    from bench.api import http
+
+    status, raw = http("GET", server.url + "/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics: HTTP {status}: {raw[:200]!r}")
+    out = {}
+    for name, pattern in SECONDS.items():
+        found = pattern.findall(raw.decode())
+        total = {kind: sum(float(v) for k, v in found if k == kind) for kind in ("sum", "count")}
+        out[name] = (total["sum"], total["count"])
+    return out
+
+
+def mean_ms(before: tuple[float, float], after: tuple[float, float]) -> float:
+    count = after[1] - before[1]
+    return 1000 * (after[0] - before[0]) / count if count else float("nan")
 
 
 def _serve(db: Database, schema: str, tmp: Path, workers: int) -> Any:
