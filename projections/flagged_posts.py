@@ -24,6 +24,12 @@ DDL = (
     "CREATE INDEX IF NOT EXISTS flagged_posts_provider ON flagged_posts (provider_id, position)",
     "CREATE INDEX IF NOT EXISTS flagged_posts_account ON flagged_posts (account_id, position)",
     "CREATE INDEX IF NOT EXISTS flagged_posts_crossed_at ON flagged_posts (crossed_at)",
+    "CREATE INDEX IF NOT EXISTS flagged_posts_provider_metric ON flagged_posts"
+    " (provider_id, metric, position)",
+    "CREATE INDEX IF NOT EXISTS flagged_posts_removed ON flagged_posts (position)"
+    " WHERE removed_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS flagged_posts_provider_removed ON flagged_posts"
+    " (provider_id, position) WHERE removed_at IS NOT NULL",
 )
 
 

@@ -24,8 +24,9 @@ DDL = (
         summary text NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS history_account ON history (account_id, position)",
     "CREATE INDEX IF NOT EXISTS history_account_at ON history (account_id, at)",
-    "CREATE INDEX IF NOT EXISTS history_provider ON history (provider_id, position)",
-    "CREATE INDEX IF NOT EXISTS history_at ON history (at)",
+    # Read by nothing: history is always read by account.
+    "DROP INDEX IF EXISTS history_provider",
+    "DROP INDEX IF EXISTS history_at",
 )
 
 

@@ -31,8 +31,9 @@ DDL = (
         removal_rule_ids text[],
         position bigint NOT NULL,
         last_position bigint NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS posts_account ON posts (account_id, position)",
-    "CREATE INDEX IF NOT EXISTS posts_provider ON posts (provider_id, position)",
+    # Read by nothing: posts are read by id.
+    "DROP INDEX IF EXISTS posts_account",
+    "DROP INDEX IF EXISTS posts_provider",
 )
 
 

@@ -55,7 +55,7 @@ DDL = (
         position bigint NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS reports_resolved ON reports"
     " (provider_id, resolution_bucket, seconds_to_resolve) WHERE resolution_bucket IS NOT NULL",
-    "CREATE INDEX IF NOT EXISTS reports_post ON reports (post_id)",
+    "DROP INDEX IF EXISTS reports_post",  # read by nothing
     # figure: open, resolved (with a time to resolution).
     """CREATE TABLE IF NOT EXISTS report_figures (
         provider_id uuid NOT NULL,

@@ -36,10 +36,14 @@ DDL = (
     "CREATE INDEX IF NOT EXISTS sanctions_account ON sanctions (account_id, position)",
     "CREATE INDEX IF NOT EXISTS sanctions_provider ON sanctions (provider_id, position)",
     "CREATE INDEX IF NOT EXISTS sanctions_level ON sanctions (level, position)",
+    "CREATE INDEX IF NOT EXISTS sanctions_provider_level ON sanctions"
+    " (provider_id, level, position)",
+    "CREATE INDEX IF NOT EXISTS sanctions_appeal ON sanctions (appeal_state, position)",
+    "CREATE INDEX IF NOT EXISTS sanctions_provider_appeal ON sanctions"
+    " (provider_id, appeal_state, position)",
     "CREATE INDEX IF NOT EXISTS sanctions_position ON sanctions (position)",
     "CREATE INDEX IF NOT EXISTS sanctions_imposed_at ON sanctions (imposed_at)",
-    "CREATE INDEX IF NOT EXISTS sanctions_expiring ON sanctions (expires_at)"
-    " WHERE expires_at IS NOT NULL AND lifted_at IS NULL",
+    "DROP INDEX IF EXISTS sanctions_expiring",  # read by nothing
     # figure: level or issuer_role, value: the level or role.
     """CREATE TABLE IF NOT EXISTS sanction_figures (
         provider_id uuid NOT NULL,

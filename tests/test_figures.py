@@ -19,7 +19,7 @@ from ledger import Actor, Ledger, Role
 from ledger import commands as c
 from ledger.errors import LedgerError
 from projections import accounts, providers, sanctions
-from projections.accounts import status_sql
+from projections.accounts import STATUSES, status_filter_sql, status_sql
 from projections.providers import FIGURES_SQL, figures_params, resolution_bucket
 from projections.runner import Projector
 from tests.conftest import Clock
@@ -96,6 +96,23 @@ class Check:
                 reference = self.reader.execute(REFERENCE_SQL, params).fetchall()  # type: ignore[arg-type]
                 assert kept == reference, f"at {now}"
             self.moments_checked += 1
+
+    def filters(self) -> None:
+        """status_filter_sql selects the accounts status_sql puts in that status."""
+        self.projector.catch_up()
+        for now in self.moments():
+            status = {
+                r["account_id"]: r["status"]
+                for r in self.reader.execute(
+                    f"SELECT account_id, {status_sql()} AS status FROM accounts", {"now": now}
+                ).fetchall()
+            }
+            for s in STATUSES:
+                query = f"SELECT account_id FROM accounts WHERE {status_filter_sql(s)}"
+                found = self.reader.execute(query, {"now": now}).fetchall()  # type: ignore[arg-type]
+                assert {r["account_id"] for r in found} == {
+                    a for a, x in status.items() if x == s
+                }, (s, now)
 
     def provider_ids(self) -> list[UUID]:
         found = self.reader.execute("SELECT provider_id FROM providers ORDER BY code")
@@ -190,6 +207,7 @@ def test_overlapping_suspensions_and_lifts(world: World, clock: Clock, check: Ch
     lift(world, a, month)
     clock.advance(days=40)
     check()
+    check.filters()
     assert check.moments_checked > 40
 
 
@@ -218,6 +236,7 @@ def test_closed_and_reopened_accounts(
     check()
     appeal(world, a, forever, "overturned")
     check()
+    check.filters()
     assert_recount_agrees(reader)
 
 
@@ -345,6 +364,7 @@ def test_random_histories(
         if n % 20 == 19:
             check()
     check()
+    check.filters()
     assert len(script.sanctions) > 5
     assert_recount_agrees(reader)
 
