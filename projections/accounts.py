@@ -7,11 +7,13 @@ keeps, per status-changing level, the latest expiry of the sanctions in force
 
 The figures by status count each account under its *eventual* status (the one it keeps
 once every finite expiry has passed), and `account_lapses` holds each moment at which
-an account's status will change without an event (from, to). The status counts at a
-moment are the eventual counts with the lapses still to come undone: a range scan of
-`account_lapses_due` over the lapses after that moment, bounded by the accounts whose
-status is still due to lapse, never by the ledger. Nothing has to run when a moment
-passes. `by_status_sql` is that read.
+an account's status will change without an event (from, to); `account_lapse_days`
+sums those changes per provider and UTC day. The status counts at a moment are the
+eventual counts with the changes still to come undone: the day sums of the days after
+the moment's day, and the lapses of the rest of its day (an index range scan). So a
+read costs the days ahead that hold a lapse (at most the longest sanction) and the
+lapses left today, never the ledger, and nothing has to run when a moment passes.
+`by_status_sql` is that read.
 """
 
 from __future__ import annotations
@@ -105,6 +107,13 @@ DDL = (
         PRIMARY KEY (account_id, at))""",
     "CREATE INDEX IF NOT EXISTS account_lapses_due ON account_lapses (provider_id, at)"
     " INCLUDE (status_before, status_after)",
+    # n: the accounts to count under `status` before that day's lapses (+1 before, -1 after).
+    """CREATE TABLE IF NOT EXISTS account_lapse_days (
+        provider_id uuid NOT NULL,
+        day int NOT NULL,
+        status text NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (provider_id, day, status))""",
 )
 
 STATUSES = ("active", "publishing_restricted", "updates_suspended", "closed")
@@ -171,17 +180,38 @@ def _lapses(where: str) -> str:
     )
 
 
+def _day(moment: str) -> str:
+    """SQL for the UTC day number of a timestamptz (whatever the session's time zone)."""
+    return f"floor(extract(epoch FROM {moment}) / 86400)::int"
+
+
+_UNDO = "CROSS JOIN LATERAL (VALUES (status_before, 1), (status_after, -1)) u(status, n)"
+
+
 def by_status_sql(provider: str, now_param: str = "%(now)s") -> str:
     """SQL for a jsonb of status -> accounts of `provider` (an SQL expression) at `now`."""
+    today = _day(f"{now_param}::timestamptz")
     return (
         "(SELECT coalesce(jsonb_object_agg(status, n) FILTER (WHERE n > 0), '{}')"
         " FROM (SELECT status, sum(n)::bigint AS n FROM ("
         " SELECT value AS status, n FROM account_figures"
         f" WHERE provider_id = {provider} AND figure = 'status'"
-        " UNION ALL SELECT u.status, u.n FROM account_lapses CROSS JOIN LATERAL"
-        " (VALUES (status_before, 1), (status_after, -1)) u(status, n)"
+        " UNION ALL SELECT status, n FROM account_lapse_days"
+        f" WHERE provider_id = {provider} AND day > {today}"
+        f" UNION ALL SELECT u.status, u.n FROM account_lapses {_UNDO}"
         f" WHERE provider_id = {provider} AND at > {now_param}"
+        f" AND at < to_timestamp(({today} + 1) * 86400::bigint)"
         ") c GROUP BY status) s)"
+    )
+
+
+def _days(where: str, sign: int) -> str:
+    """Add (1) or take out (-1) the lapses `where` selects from the day sums."""
+    return (
+        "INSERT INTO account_lapse_days AS d (provider_id, day, status, n)"
+        f" SELECT provider_id, {_day('at')}, u.status, {sign} * sum(u.n)"
+        f" FROM account_lapses {_UNDO} WHERE {where} GROUP BY 1, 2, 3"
+        " ON CONFLICT (provider_id, day, status) DO UPDATE SET n = d.n + EXCLUDED.n"
     )
 
 
@@ -189,9 +219,14 @@ def by_status_sql(provider: str, now_param: str = "%(now)s") -> str:
 # figures; after it, put it back in.
 _STATUS_OUT = (
     _count("status", EVENTUAL_STATUS, n=-1),
+    _days("account_id = %s", -1),
     "DELETE FROM account_lapses WHERE account_id = %s",
 )
-_STATUS_IN = (_count("status", EVENTUAL_STATUS), _lapses("account_id = %s"))
+_STATUS_IN = (
+    _count("status", EVENTUAL_STATUS),
+    _lapses("account_id = %s"),
+    _days("account_id = %s", 1),
+)
 
 
 def _by_account(e: LoggedEvent, queries: Iterable[str]) -> Iterable[Statement]:
@@ -204,6 +239,7 @@ def _by_account(e: LoggedEvent, queries: Iterable[str]) -> Iterable[Statement]:
 RECOUNT = (
     "DELETE FROM account_figures",
     "DELETE FROM account_lapses",
+    "DELETE FROM account_lapse_days",
     "INSERT INTO account_figures (provider_id, figure, value, n)"
     " SELECT provider_id, figure, value, count(*) FROM accounts CROSS JOIN LATERAL (VALUES"
     " ('kind', kind, true), ('status', " + EVENTUAL_STATUS + ", true),"
@@ -212,6 +248,7 @@ RECOUNT = (
     " ('public_filed', '', kind = 'public' AND filed_at IS NOT NULL)) f(figure, value, counts)"
     " WHERE counts GROUP BY 1, 2, 3",
     _lapses("true"),
+    _days("true", 1),
 )
 
 
@@ -384,8 +421,8 @@ def post_touched(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
 
 ACCOUNTS = Projection(
     name="accounts",
-    version=3,
-    tables=("accounts", "account_figures", "account_lapses"),
+    version=4,
+    tables=("accounts", "account_figures", "account_lapses", "account_lapse_days"),
     ddl=DDL,
     depends_on=("posts",),
     handlers={

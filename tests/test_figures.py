@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -71,7 +71,7 @@ WHERE %(all)s OR p.provider_id = ANY(%(ids)s)
 ORDER BY p.code
 """
 
-FIGURE_TABLES = ("account_figures", "account_lapses", "sanction_figures")
+FIGURE_TABLES = ("account_figures", "account_lapses", "account_lapse_days", "sanction_figures")
 FIGURE_TABLES += ("report_figures", "resolution_buckets")
 
 
@@ -85,6 +85,8 @@ class Check:
 
     def __init__(self, projector: Projector, reader: Reader, clock: Clock) -> None:
         self.projector, self.reader, self.clock = projector, reader, clock
+        # Days are UTC days whatever the session's time zone.
+        reader.execute("SET TimeZone = 'Asia/Shanghai'")
         self.moments_checked = 0
 
     def __call__(self) -> None:
@@ -127,7 +129,12 @@ class Check:
             " UNION SELECT appeal_decided_at FROM sanctions WHERE appeal_decided_at IS NOT NULL"
         ).fetchall()
         instants = {r["t"] for r in found}
-        around = {t + d for t in instants for d in (-MICRO, timedelta(0), MICRO)}
+        midnights = {
+            datetime.combine(t.astimezone(UTC).date(), time(), UTC) + timedelta(days=d)
+            for t in instants
+            for d in (0, 1)
+        }
+        around = {t + d for t in instants | midnights for d in (-MICRO, timedelta(0), MICRO)}
         ends = {datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)}
         return sorted(around | ends | {self.clock.now})
 
