@@ -12,6 +12,7 @@ from psycopg import Connection, sql
 from ledger.application import Ledger
 from ledger.database import Database
 from projections.base import Projection
+from projections.bulk import BulkProjector
 from projections.positions import read_positions
 from projections.runner import Projector
 
@@ -27,18 +28,22 @@ def rebuild(
 ) -> int:
     """Replay the whole log into fresh tables, then swap them in; return events read.
 
+    The fresh tables are filled in bulk (`projections.bulk`): unlogged and without their
+    indexes while the log is replayed, then logged and indexed before the swap.
+
     The live tables stay as they were until the swap, one transaction that holds the
     live position rows (a running projector waits), applies the last events and moves
     the fresh tables into place. A rebuild that fails leaves the live tables untouched.
     """
     live = Projector(ledger, database, schema, projections)
     scratch = f"ledger_rebuild_{uuid.uuid4().hex[:10]}"
-    fresh = Projector(ledger, database, scratch, projections)
+    fresh = BulkProjector(ledger, database, scratch, projections)
     try:
         live.setup()
         fresh.setup()
         head = ledger.head()
         events = fresh.catch_up(progress=(lambda pos: progress(pos, head)) if progress else None)
+        fresh.finish()
         conn = fresh.conn
         with conn.transaction():
             _lock_positions(conn, live.schema, projections)
@@ -121,7 +126,7 @@ def verify(
     """
     live_schema = schema or ledger.store.datastore.schema or "public"
     scratch = f"ledger_verify_{uuid.uuid4().hex[:10]}"
-    scratch_projector = Projector(ledger, database, scratch, projections)
+    scratch_projector = BulkProjector(ledger, database, scratch, projections)
     live = database.connect()
     try:
         scratch_projector.setup()
@@ -132,6 +137,7 @@ def verify(
         scratch_projector.catch_up(
             until=first, progress=(lambda pos: progress(pos, head)) if progress else None
         )
+        scratch_projector.finish(indexes=False)
         with live.transaction():
             at = read_positions(live, live_schema, names, share_lock=True)
             scratch_projector.catch_up(until=at)
