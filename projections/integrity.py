@@ -47,19 +47,31 @@ def _signed(conn: psycopg.Connection[Any], size: int) -> dict[str, Any]:
     return found
 
 
+_HEAD_AND_LEAF = """SELECT h.tree_size, h.root_hash, h.timestamp, h.signature,
+    l.leaf_index, l.hash
+    FROM (SELECT * FROM tree_heads {where} ORDER BY tree_size DESC LIMIT 1) h
+    LEFT JOIN merkle_leaves l ON l.position = %(position)s"""
+
+
 def inclusion_proof(
     conn: psycopg.Connection[Any], position: int, tree_size: int | None = None
 ) -> dict[str, Any]:
-    """Proof that the event at a log position is in a signed tree (the latest by default)."""
-    signed = _signed(conn, tree_size) if tree_size is not None else head(conn)
-    if signed is None:
-        raise ProofError("nothing is sealed yet")
+    """Proof that the event at a log position is in a signed tree (the latest by default).
+
+    Two round trips: the head and the leaf together, then every node the proof needs."""
+    where = "" if tree_size is None else "WHERE tree_size = %(size)s"
     row = conn.execute(
-        "SELECT leaf_index, hash FROM merkle_leaves WHERE position = %s", (position,)
+        _HEAD_AND_LEAF.format(where=where), {"position": position, "size": tree_size}
     ).fetchone()
     if row is None:
+        if tree_size is not None:
+            raise ProofError(f"no signed tree head of size {tree_size}")
+        raise ProofError("nothing is sealed yet")
+    values = list(row.values()) if isinstance(row, dict) else list(row)
+    signed = _as_head(tuple(values[:4]))
+    index, leaf = values[4], values[5]
+    if index is None:
         raise ProofError(f"no sealed event at position {position}")
-    index, leaf = (row["leaf_index"], row["hash"]) if isinstance(row, dict) else row
     if index >= signed["tree_size"]:
         raise ProofError(f"position {position} is not in the tree of size {signed['tree_size']}")
     proof = _prefetched(conn, lambda tree: tree.inclusion_proof(index, signed["tree_size"]))
