@@ -19,20 +19,29 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from graphql import DocumentNode, GraphQLError, OperationType, get_operation_ast, parse
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    get_operation_ast,
+    parse,
+)
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from strawberry import Schema
 from strawberry.types import ExecutionResult
 
-from api import auth, logs
+from api import auth, logs, metrics
+from api.graphql.compiler import Answer, Fallback, Outcome, Refused, build_compiler
 from api.graphql.context import Context
 from api.graphql.errors import coded
 from api.state import ApiState
@@ -204,6 +213,9 @@ class GraphQLHttp:
         self.schema = schema
         self.state = state
         self.graphiql = graphiql
+        # Query operations over the read models as one SQL statement (LEDGER_COMPILE=0: off).
+        self.compiler = state.extras["compiler"] = build_compiler(schema._schema)
+        self.compiler.enabled = os.environ.get("LEDGER_COMPILE", "1") == "1"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -241,6 +253,7 @@ class GraphQLHttp:
                             {"Allow": "POST"})  # fmt: skip
         context = await self._context(request)
         if media == EVENT_STREAM:
+            metrics.operation_path(Fallback("stream"))
             return await self._stream(gql, context)
         if kind is OperationType.SUBSCRIPTION:
             return self._request_failed(media, [{
@@ -248,6 +261,10 @@ class GraphQLHttp:
                 " or use the WebSocket (graphql-transport-ws)",
                 "extensions": {"code": "SUBSCRIPTION_NEEDS_STREAM"},
             }])  # fmt: skip
+        outcome = await self._compile(document, operation, gql, context)
+        metrics.operation_path(outcome)
+        if not isinstance(outcome, Fallback):
+            return self._compiled(request, media, context, outcome)
         result = await self.schema.execute(
             gql.query, gql.variables, context, operation_name=gql.operation_name
         )
@@ -257,6 +274,33 @@ class GraphQLHttp:
         if request.method == "GET":
             return _cacheable(request, body, media)
         return Response(body, media_type=media, headers={"Cache-Control": "no-store"})
+
+    async def _compile(
+        self,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        gql: GraphQLRequest,
+        context: Context,
+    ) -> Outcome:
+        try:
+            return await self.compiler.answer(
+                self.state, document, operation, gql.query, gql.variables, context.principal
+            )
+        except Exception:  # a fault of the compiler: strawberry still answers
+            log.exception("compiling %s failed", gql.operation_name or "an operation")
+            return Fallback("error")
+
+    def _compiled(
+        self, request: Request, media: str, context: Context, outcome: Outcome
+    ) -> Response:
+        """A compiled answer (the JSON PostgreSQL wrote, as it came), or a refusal."""
+        if isinstance(outcome, Refused):
+            return self._request_failed(media, [outcome.error])
+        assert isinstance(outcome, Answer)
+        logs.note_principal(context.principal)
+        if request.method == "GET":
+            return _cacheable(request, outcome.body, media)
+        return Response(outcome.body, media_type=media, headers={"Cache-Control": "no-store"})
 
     def _wants_ide(self, request: Request, accept: str | None) -> bool:
         return (

@@ -95,6 +95,14 @@ SLOW_SUBSCRIBERS = Counter(
     "ledger_subscribers_dropped_slow",
     "Subscribers cut off because they fell too far behind (SLOW_SUBSCRIBER).",
 )
+OPERATIONS = Counter(
+    "ledger_graphql_operations",
+    "GraphQL operations over HTTP by how they were answered: path compiled (one SQL"
+    " statement, reason none), strawberry (reason: mutation, subscription, stream,"
+    " introspection, field, bad_input, invalid, variables, unauthenticated, replica, shape,"
+    " error, disabled) or refused (reason cost: QUERY_TOO_COSTLY).",
+    ["path", "reason"],
+)
 CACHE = Counter(
     "ledger_response_cache_lookups",
     "Read-only requests looked up in the response cache, by result (hit, miss).",
@@ -165,6 +173,17 @@ def observe_request(record: logs.RequestRecord) -> None:
         REQUEST_SECONDS.labels(record.transport, operation_label(record.operation)).observe(
             record.seconds
         )
+
+
+def operation_path(outcome: Any) -> None:
+    """How the compiler decided an operation (api.graphql.compiler's Outcome)."""
+    reason = getattr(outcome, "reason", None)
+    if reason is not None:
+        OPERATIONS.labels("strawberry", reason).inc()
+    elif hasattr(outcome, "error"):
+        OPERATIONS.labels("refused", "cost").inc()
+    else:
+        OPERATIONS.labels("compiled", "none").inc()
 
 
 def subscribed(change: int) -> None:

@@ -154,11 +154,21 @@ def _log_page(
     return list(ledger.read_log(after, types=types, originator_id=originator_id, limit=limit))
 
 
+def session_settings(schema: str) -> sql.Composed:
+    """How the API's connections read: the ledger's schema, and a plan made with the
+    values of each execution even for a statement psycopg has prepared (after 5 runs).
+    A generic plan does not know a LIMIT, a cursor or a moment, and may scan a table
+    that an index would read a page of (api/graphql/compiler's statements above all)."""
+    return sql.SQL("SET search_path TO {}; SET plan_cache_mode = force_custom_plan").format(
+        sql.Identifier(schema)
+    )
+
+
 def make_pool(database: Database | str, schema: str, size: int) -> AsyncConnectionPool:
     """An async pool to a database (or a conninfo: a standby's), rows as dicts."""
 
     async def configure(conn: AsyncConnection[Any]) -> None:
-        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        await conn.execute(session_settings(schema))
 
     return AsyncConnectionPool(
         database if isinstance(database, str) else database.conninfo,

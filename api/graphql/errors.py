@@ -41,6 +41,7 @@ ERROR_CODES: dict[str, str] = {
     "SLOW_SUBSCRIBER": "a subscriber fell too far behind; resubscribe from details.cursor",
     "STORAGE_UNAVAILABLE": "the database cannot be reached; retry (details.cursor to resume)",
     "REPLICA_BEHIND": "the read side did not reach X-Ledger-Min-Position in time; retry",
+    "QUERY_TOO_COSTLY": "the query may read more rows than LEDGER_QUERY_COST_LIMIT allows",
     "INTERNAL": "a fault of the server; the log holds the request id",
 }
 

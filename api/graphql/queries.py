@@ -9,6 +9,7 @@ from uuid import UUID
 import strawberry
 from strawberry.types import Info
 
+from api.auth import Principal
 from api.graphql.context import Context, visible_provider
 from api.graphql.errors import ApiError, bad_input
 from api.graphql.reads import Where, keyset_page, page_size, parse_id, rows, text_filter
@@ -50,9 +51,13 @@ Ctx = Info[Context, None]
 
 def _confine(info: Ctx, where: Where, column: str = "provider_id") -> Where:
     """Confine to the principal's provider; bind `now`, the ledger's clock."""
-    mine = visible_provider(info.context.who())
     where.params["now"] = info.context.state.ledger.clock()
-    return where.when(mine, f"{column} = %(mine)s", "mine")
+    return confine(info.context.who(), where, column)
+
+
+def confine(principal: Principal, where: Where, column: str = "provider_id") -> Where:
+    """Confine to the principal's provider (a provider sees only its own rows)."""
+    return where.when(visible_provider(principal), f"{column} = %(mine)s", "mine")
 
 
 @strawberry.input
@@ -90,11 +95,78 @@ def _id(value: strawberry.ID | None, what: str) -> UUID | None:
     return None if value is None else parse_id(value, what)
 
 
+# ----- each read's WHERE, shared by the resolvers and the compiled path ------------------
+# (api/graphql/compiler): each adds its clauses to `where` and checks the input as it goes.
+
+
+def account_where(where: Where, id: str) -> Where:
+    return where.add("account_id = %(id)s", id=parse_id(id))
+
+
+def post_where(where: Where, id: str) -> Where:
+    return where.add("post_id = %(id)s", id=parse_id(id))
+
+
+def accounts_where(where: Where, f: AccountFilter | None) -> Where:
+    f = f or AccountFilter()
+    where.when(_id(f.provider_id, "providerId"), "provider_id = %(provider)s", "provider")
+    where.when(text_filter(f.category, "filter.category"), "category = %(category)s", "category")
+    where.when(text_filter(f.kind, "filter.kind"), "kind = %(kind)s", "kind")
+    where.when(f.verified, "verified = %(verified)s", "verified")
+    where.when(f.marked, "marked = %(marked)s", "marked")
+    if f.status is not None:
+        where.add(status_filter_sql(f.status.value))
+    return where
+
+
+def history_where(
+    where: Where, account_id: str, since: datetime | None, until: datetime | None
+) -> Where:
+    where.add("account_id = %(account)s", account=parse_id(account_id))
+    return where.when(since, "at >= %(since)s", "since").when(until, "at < %(until)s", "until")
+
+
+def sanctions_where(where: Where, f: SanctionFilter | None) -> Where:
+    f = f or SanctionFilter()
+    where.when(_id(f.provider_id, "providerId"), "provider_id = %(provider)s", "provider")
+    where.when(_id(f.account_id, "accountId"), "account_id = %(account)s", "account")
+    where.when(text_filter(f.level, "filter.level"), "level = %(level)s", "level")
+    where.when(text_filter(f.issuer_role, "filter.issuerRole"), "issuer_role = %(role)s", "role")
+    where.when(
+        text_filter(f.appeal_state, "filter.appealState"), "appeal_state = %(appeal)s", "appeal"
+    )
+    where.when(f.imposed_since, "imposed_at >= %(since)s", "since")
+    return where.when(f.imposed_until, "imposed_at < %(until)s", "until")
+
+
+def flagged_where(where: Where, f: FlaggedPostFilter | None) -> Where:
+    f = f or FlaggedPostFilter()
+    where.when(_id(f.provider_id, "providerId"), "provider_id = %(provider)s", "provider")
+    where.when(_id(f.account_id, "accountId"), "account_id = %(account)s", "account")
+    where.when(text_filter(f.metric, "filter.metric"), "metric = %(metric)s", "metric")
+    where.when(f.since, "crossed_at >= %(since)s", "since")
+    where.when(f.until, "crossed_at < %(until)s", "until")
+    if f.removed is not None:
+        where.add("removed_at IS NOT NULL" if f.removed else "removed_at IS NULL")
+    return where
+
+
+def provider_ids_for(principal: Principal, provider_id: UUID) -> list[UUID]:
+    """The provider `provider(id)` reads: none when the principal may not see it."""
+    return [provider_id] if principal.may_see(provider_id) else []
+
+
+def providers_for(principal: Principal) -> list[UUID] | None:
+    """The providers `providers` reads (None: every one)."""
+    mine = visible_provider(principal)
+    return [mine] if mine else None
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="An account's current state (null when not visible).")
     async def account(self, info: Ctx, id: strawberry.ID) -> Account | None:
-        where = _confine(info, Where().add("account_id = %(id)s", id=parse_id(id)))
+        where = _confine(info, account_where(Where(), id))
         found = await select(info, ACCOUNT_SELECT, where)
         return Account.of(found[0]) if found else None
 
@@ -106,17 +178,7 @@ class Query:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[Account]:
-        f = filter or AccountFilter()
-        where = _confine(info, Where())
-        where.when(_id(f.provider_id, "providerId"), "provider_id = %(provider)s", "provider")
-        where.when(
-            text_filter(f.category, "filter.category"), "category = %(category)s", "category"
-        )
-        where.when(text_filter(f.kind, "filter.kind"), "kind = %(kind)s", "kind")
-        where.when(f.verified, "verified = %(verified)s", "verified")
-        where.when(f.marked, "marked = %(marked)s", "marked")
-        if f.status is not None:
-            where.add(status_filter_sql(f.status.value))
+        where = accounts_where(_confine(info, Where()), filter)
         return await keyset_page(
             info.context.state,
             kind="account",
@@ -175,10 +237,7 @@ class Query:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Connection[HistoryEntry]:
-        where = _confine(
-            info, Where().add("account_id = %(account)s", account=parse_id(account_id))
-        )
-        where.when(since, "at >= %(since)s", "since").when(until, "at < %(until)s", "until")
+        where = _confine(info, history_where(Where(), account_id, since, until))
         return await keyset_page(
             info.context.state,
             kind="history",
@@ -197,19 +256,7 @@ class Query:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[Sanction]:
-        f = filter or SanctionFilter()
-        where = _confine(info, Where())
-        where.when(_id(f.provider_id, "providerId"), "provider_id = %(provider)s", "provider")
-        where.when(_id(f.account_id, "accountId"), "account_id = %(account)s", "account")
-        where.when(text_filter(f.level, "filter.level"), "level = %(level)s", "level")
-        where.when(
-            text_filter(f.issuer_role, "filter.issuerRole"), "issuer_role = %(role)s", "role"
-        )
-        where.when(
-            text_filter(f.appeal_state, "filter.appealState"), "appeal_state = %(appeal)s", "appeal"
-        )
-        where.when(f.imposed_since, "imposed_at >= %(since)s", "since")
-        where.when(f.imposed_until, "imposed_at < %(until)s", "until")
+        where = sanctions_where(_confine(info, Where()), filter)
         return await keyset_page(
             info.context.state,
             kind="sanction",
@@ -223,15 +270,15 @@ class Query:
     @strawberry.field(description="A provider with its compliance figures.")
     async def provider(self, info: Ctx, id: strawberry.ID) -> Provider | None:
         provider_id = parse_id(id)
-        if not info.context.who().may_see(provider_id):
+        provider_ids = provider_ids_for(info.context.who(), provider_id)
+        if not provider_ids:
             return None
-        found = await _figures(info, [provider_id])
+        found = await _figures(info, provider_ids)
         return found[0] if found else None
 
     @strawberry.field(description="Every provider visible to you, with compliance figures.")
     async def providers(self, info: Ctx) -> list[Provider]:
-        mine = visible_provider(info.context.who())
-        return await _figures(info, [mine] if mine else None)
+        return await _figures(info, providers_for(info.context.who()))
 
     @strawberry.field(description="Posts whose reach crossed a threshold.")
     async def flagged_posts(
@@ -241,15 +288,7 @@ class Query:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[FlaggedPost]:
-        f = filter or FlaggedPostFilter()
-        where = _confine(info, Where())
-        where.when(_id(f.provider_id, "providerId"), "provider_id = %(provider)s", "provider")
-        where.when(_id(f.account_id, "accountId"), "account_id = %(account)s", "account")
-        where.when(text_filter(f.metric, "filter.metric"), "metric = %(metric)s", "metric")
-        where.when(f.since, "crossed_at >= %(since)s", "since")
-        where.when(f.until, "crossed_at < %(until)s", "until")
-        if f.removed is not None:
-            where.add("removed_at IS NOT NULL" if f.removed else "removed_at IS NULL")
+        where = flagged_where(_confine(info, Where()), filter)
         return await keyset_page(
             info.context.state,
             kind="flagged",
@@ -262,7 +301,7 @@ class Query:
 
     @strawberry.field(description="A post (null when not visible).")
     async def post(self, info: Ctx, id: strawberry.ID) -> Post | None:
-        where = _confine(info, Where().add("post_id = %(id)s", id=parse_id(id)))
+        where = _confine(info, post_where(Where(), id))
         found = await rows(
             info.context.state, f"SELECT * FROM posts WHERE {where.sql()}", where.params
         )

@@ -45,6 +45,11 @@ def page_size(first: int | None) -> int:
     return size
 
 
+def page_bounds(kind: str, first: int | None, after: str | None) -> tuple[int, int]:
+    """A page's size and the key it starts after (checked: bad input raises)."""
+    return page_size(first), decode_cursor(kind, after)
+
+
 @dataclass
 class Where:
     """WHERE clauses with named parameters, built up filter by filter."""
@@ -82,8 +87,8 @@ async def keyset_page(
     key: str = "position",
 ) -> Connection[T]:
     """One page ordered by `key` (a unique indexed column), after the cursor's key."""
-    size = page_size(first)
-    where.add(f"{key} > %(after)s", after=decode_cursor(kind, after))
+    size, start = page_bounds(kind, first, after)
+    where.add(f"{key} > %(after)s", after=start)
     found = await rows(
         state, f"{select} WHERE {where.sql()} ORDER BY {key} LIMIT {size + 1}", where.params
     )

@@ -1,0 +1,55 @@
+"""The worst-case number of rows an operation reads: a connection reads its page size
+(`first`, 50 when not given) times the rows above it, and every other object selected
+one row per row above it (so the product of `first` over the nesting). An operation
+over the limit is refused before anything runs, compiled or not."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from api.graphql.compiler.plan import Selection
+from api.graphql.reads import DEFAULT_PAGE, MAX_PAGE
+
+LIMIT_VARIABLE = "LEDGER_QUERY_COST_LIMIT"
+DEFAULT_LIMIT = 10_000
+WRAPPERS = ("Connection", "Edge", "PageInfo")  # carry no row of their own
+
+
+def limit() -> int:
+    return int(os.environ.get(LIMIT_VARIABLE, DEFAULT_LIMIT))
+
+
+def page(args: Mapping[str, Any]) -> int:
+    """A connection's rows: its `first`, within the range page_size accepts (a value
+    outside it is refused as bad input anyway)."""
+    first = args.get("first")
+    if not isinstance(first, int) or isinstance(first, bool):
+        return DEFAULT_PAGE
+    return max(1, min(first, MAX_PAGE))
+
+
+def rows(selection: Selection, args: Mapping[str, Any], above: int = 1) -> int:
+    """Rows read for one selection (with its arguments), `above` rows over it: a
+    connection reads its page (whatever it selects of it), any other object one row per
+    row above it (a connection's nodes are its page, counted once)."""
+    if not selection.children:
+        return 0
+    if selection.type_name.endswith("Connection"):
+        here = above * page(args)
+        return here + sum(rows(c, {}, here) for c in selection.children)
+    own = 0 if selection.type_name.endswith(WRAPPERS) or selection.name == "node" else above
+    return own + sum(rows(c, {}, above) for c in selection.children)
+
+
+def total(roots: Iterable[tuple[Selection, Mapping[str, Any]]]) -> int:
+    return sum(rows(s, args) for s, args in roots)
+
+
+def refusal(cost: int, allowed: int) -> dict[str, Any]:
+    return {
+        "message": f"the query may read {cost} rows, over the limit of {allowed}"
+        f" ({LIMIT_VARIABLE}): ask for smaller pages or fewer lists",
+        "extensions": {"code": "QUERY_TOO_COSTLY", "cost": cost, "limit": allowed},
+    }
