@@ -183,21 +183,23 @@ PROVIDERS = Projection(
 def _percentile(fraction: float) -> str:
     """SQL for percentile_cont(fraction) of the provider's times to resolution, given
     `r.resolved` of them: the two values around the rank, read from the bucket that
-    holds it, interpolated as PostgreSQL's percentile_cont does."""
+    holds it and the next bucket that holds any, interpolated as percentile_cont does.
+    (OFFSET 0 keeps `v` a subquery, so the pair is read once, not once per use.)"""
     return f"""(SELECT CASE WHEN v.frac = 0 OR v.pair[2] IS NULL THEN v.pair[1]
     ELSE v.pair[1] + (v.pair[2] - v.pair[1]) * v.frac END
   FROM (SELECT k.pos - k.rank AS frac, ARRAY(
       SELECT seconds_to_resolve FROM reports
       WHERE provider_id = p.provider_id AND resolution_bucket IS NOT NULL
-        AND resolution_bucket >= b.bucket
+        AND resolution_bucket BETWEEN b.bucket AND b.next
       ORDER BY resolution_bucket, seconds_to_resolve OFFSET k.rank - b.before LIMIT 2) AS pair
     FROM (SELECT x.pos, floor(x.pos)::bigint AS rank
       FROM (SELECT {fraction}::float8 * (r.resolved - 1) AS pos) x) k
-    CROSS JOIN LATERAL (SELECT bucket, total - n AS before FROM (
-        SELECT bucket, n, sum(n) OVER (ORDER BY bucket) AS total FROM resolution_buckets
-        WHERE provider_id = p.provider_id) c
+    CROSS JOIN LATERAL (SELECT bucket, next, total - n AS before FROM (
+        SELECT bucket, n, sum(n) OVER w AS total, coalesce(lead(bucket) OVER w, bucket) AS next
+        FROM resolution_buckets WHERE provider_id = p.provider_id AND n > 0
+        WINDOW w AS (ORDER BY bucket)) c
       WHERE total > k.rank ORDER BY bucket LIMIT 1) b
-    WHERE r.resolved > 0) v)"""
+    WHERE r.resolved > 0 OFFSET 0) v)"""
 
 
 FIGURES_SQL = f"""
