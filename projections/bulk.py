@@ -30,6 +30,7 @@ import itertools
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -42,6 +43,7 @@ from psycopg._queries import PostgresQuery
 from ledger.application import Ledger
 from ledger.database import Database
 from ledger.log import LoggedEvent
+from ledger.store import log_page
 from projections import positions
 from projections.base import Projection, Statement
 from projections.decode import Decoder
@@ -633,7 +635,7 @@ class Batcher:
         with self.conn.cursor() as cur:
             cur.execute(
                 sql.SQL(
-                    "CREATE TEMP TABLE IF NOT EXISTS {} (_n bigint, _key {}, {})"
+                    "CREATE TEMP TABLE IF NOT EXISTS {} (_n bigint PRIMARY KEY, _key {}, {})"
                     " ON COMMIT DELETE ROWS"
                 ).format(
                     sql.Identifier(made.name),
@@ -729,6 +731,10 @@ class BulkProjector(Projector):
         self._batcher: Batcher | None = None
         self.counts = {"set_based": 0, "as_written": 0}  # statements, over every page
         self._side: psycopg.Connection[Any] | None = None
+        self._reader: psycopg.Connection[Any] | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ledger-rebuild-read")
+        self._ahead: tuple[tuple[int, int], Future[Any]] | None = None
+        self._decoded: dict[int, LoggedEvent] = {}
 
     def setup(self) -> None:
         """Create the tables (unlogged, without their plain indexes) and position rows."""
@@ -759,16 +765,48 @@ class BulkProjector(Projector):
                     conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
         conn.execute("RESET enable_hashjoin")
         conn.execute("RESET enable_mergejoin")
+        conn.execute("RESET enable_seqscan")
         conn.commit()
         self.bulk = False
+        self._ahead, self._decoded = None, {}
         self.page_size = min(self.page_size, 1000)
 
     def close(self) -> None:
         super().close()
-        if self._side is not None:
-            self._side.close()
-            self._side = None
+        self._ahead = None
+        self._pool.shutdown(wait=True)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ledger-rebuild-read")
+        for conn in (self._side, self._reader):
+            if conn is not None:
+                conn.close()
+        self._side = self._reader = None
         self._batcher = None
+
+    # ----- reading ahead ------------------------------------------------------------------
+    # The next page is read and decoded in a thread while this one is applied: the
+    # thread's Python runs while this one waits for the server.
+
+    def _read(self, conn: psycopg.Connection[object], after: int, limit: int) -> list[Notification]:
+        if not self.bulk:
+            return super()._read(conn, after, limit)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == (after, limit):
+            page, decoded = ahead[1].result()
+        else:
+            page, decoded = self._read_decoded(after, limit)
+        self._decoded = decoded
+        if len(page) == limit:
+            key = (page[-1].id, limit)
+            self._ahead = (key, self._pool.submit(self._read_decoded, *key))
+        return page
+
+    def _read_decoded(
+        self, after: int, limit: int
+    ) -> tuple[list[Notification], dict[int, LoggedEvent]]:
+        if self._reader is None or self._reader.closed:
+            self._reader = self.database.connect(self.schema, autocommit=True)
+        page = log_page(self._reader, self.events_table, after, limit)
+        return page, {n.id: self.decoder.decode(n) for n in page}
 
     def _side_conn(self) -> psycopg.Connection[Any]:
         if self._side is None or self._side.closed:
@@ -776,7 +814,8 @@ class BulkProjector(Projector):
         return self._side
 
     def _event(self, n: Notification) -> LoggedEvent:
-        return self.decoder.decode(n)
+        found = self._decoded.get(n.id)
+        return found if found is not None else self.decoder.decode(n)
 
     def _apply(
         self,
@@ -796,6 +835,7 @@ class BulkProjector(Projector):
             # planner thinks of tables it has no statistics for yet.
             conn.execute("SET enable_hashjoin = off")
             conn.execute("SET enable_mergejoin = off")
+            conn.execute("SET enable_seqscan = off")
         statements: dict[str, list[Statement]] = {p.name: [] for p in active}
         ruleset = self.ledger.ruleset
         for n, wanting in self._wanted(page, active, at, cap):
