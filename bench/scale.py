@@ -139,6 +139,8 @@ def build(db: Database, schema: str, seed: list[tuple[Any, ...]], copies: int) -
             (position,),
         )
         conn.commit()
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE ledger_events")
     return position
 
 
