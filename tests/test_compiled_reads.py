@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,8 +25,10 @@ from prometheus_client import REGISTRY
 from api.auth import Principal
 from api.graphql.compiler import Prepared
 from api.state import session_settings
-from ledger import Database, Role
+from ledger import Database, Ledger, Role
+from tests.api_server import ApiServer, running_api
 from tests.compiled_world import Env, compiled_env
+from tests.world import World
 
 ROLES = ("regulator", "auditor", "acme", "wechat")
 
@@ -556,3 +559,35 @@ def test_prepared_statements_are_planned_with_their_values(env: Env) -> None:
     assert len(plans) == 1
     generic, custom = plans[0]
     assert generic == 0 and custom >= 2
+
+
+@pytest.fixture
+def cached_server(
+    ledger: Ledger, database: Database, schema: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ApiServer]:
+    monkeypatch.setenv("LEDGER_RESPONSE_CACHE", "1")  # as shipped (the module's env is off)
+    with running_api(ledger, database, schema) as api:
+        yield api
+
+
+def test_the_response_cache_keeps_compiled_answers(
+    cached_server: ApiServer, ledger: Ledger
+) -> None:
+    server = cached_server
+    World(ledger).account("cached")
+    server.settle()
+    token = server.token("regulator")
+    body = {"query": "{ accounts { edges { node { handle status } } } }"}
+
+    def hits() -> float:
+        labels = {"result": "hit"}
+        return REGISTRY.get_sample_value("ledger_response_cache_lookups_total", labels) or 0.0
+
+    before, hit = paths(), hits()
+    first, second = server.post(body, token), server.post(body, token)
+    assert first.content == second.content
+    assert json.loads(first.content) == {
+        "data": {"accounts": {"edges": [{"node": {"handle": "cached", "status": "ACTIVE"}}]}}
+    }
+    assert hits() == hit + 1  # the second from the cache, after one compiled answer
+    assert paths() - before == Counter({"none": 1})

@@ -76,6 +76,7 @@ class Plan:
 
     selections: tuple[Selection, ...]
     reason: str | None
+    units: tuple[int, ...] = ()  # each root's rows per row of its page (cost.unit)
     sql: str | None = None
     clauses: tuple[tuple[str, ...], ...] = ()
 
@@ -162,11 +163,12 @@ class Compiler:
         names = {s.name for s in selections}
         if names & INTROSPECTION:
             return Plan((), "introspection")
+        units = tuple(cost.unit(s) for s in selections)
         if names - set(ROOTS) - {"__typename"}:
-            return Plan(selections, "field")
+            return Plan(selections, "field", units)
         if "ledgerStatus" in names and state.replica:
-            return Plan(selections, "replica")  # the head and lag are the primary's
-        return Plan(selections, None)
+            return Plan(selections, "replica", units)  # the head and lag are the primary's
+        return Plan(selections, None, units)
 
     def _prepared(
         self, state: ApiState, plan: Plan, variables: VariableValues, principal: Principal
@@ -175,7 +177,7 @@ class Compiler:
             roots = [(s, s.arguments(variables)) for s in plan.selections]
         except GraphQLError:
             return Fallback("arguments")
-        figure, allowed = cost.total(roots), cost.limit()
+        figure, allowed = cost.total(plan.units, roots), cost.limit()
         if figure > allowed:
             return Refused(cost.refusal(figure, allowed))
         if plan.reason is not None:

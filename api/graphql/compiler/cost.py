@@ -6,7 +6,7 @@ over the limit is refused before anything runs, compiled or not."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from api.graphql.compiler.plan import Selection
@@ -43,8 +43,18 @@ def rows(selection: Selection, args: Mapping[str, Any], above: int = 1) -> int:
     return own + sum(rows(c, {}, above) for c in selection.children)
 
 
-def total(roots: Iterable[tuple[Selection, Mapping[str, Any]]]) -> int:
-    return sum(rows(s, args) for s, args in roots)
+def unit(selection: Selection) -> int:
+    """Rows a root selection reads per row of its page (a connection's page size is the
+    only argument that counts: the rows are linear in it), or in all (any other)."""
+    return rows(selection, {"first": 1})
+
+
+def total(units: Sequence[int], roots: Iterable[tuple[Selection, Mapping[str, Any]]]) -> int:
+    """The operation's rows, from its roots' units and arguments."""
+    return sum(
+        n * (page(args) if s.type_name.endswith("Connection") else 1)
+        for n, (s, args) in zip(units, roots, strict=True)
+    )
 
 
 def refusal(cost: int, allowed: int) -> dict[str, Any]:

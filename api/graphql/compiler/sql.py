@@ -35,12 +35,9 @@ def json_object(pairs: list[tuple[str, str]]) -> str:
 
 def iso(expr: str) -> str:
     """A timestamptz as Python's isoformat() of the datetime psycopg reads (in the
-    session's time zone): microseconds only when not zero, offset as +HH:MM."""
-    return (
-        f"(to_char({expr}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
-        f" || CASE WHEN to_char({expr}, 'US') = '000000' THEN '' ELSE '.' || to_char({expr}, 'US')"
-        f" END || to_char({expr}, 'TZH:TZM'))"
-    )
+    session's time zone): microseconds only when not zero, offset as +HH:MM. One
+    to_char; only the fraction can be `.000000` (the offset holds no dot)."""
+    return f"replace(to_char({expr}, 'YYYY-MM-DD\"T\"HH24:MI:SS.USTZH:TZM'), '.000000', '')"
 
 
 def cursor(kind: str, position: str) -> str:
