@@ -91,13 +91,17 @@ DDL = (
     "CREATE INDEX IF NOT EXISTS accounts_provider_restricted ON accounts"
     " (provider_id, restricted_until) WHERE restricted_until IS NOT NULL",
     # figure: kind (value: the kind), status (value: the eventual status), verified,
-    # public_reviewed, public_filed (value: '').
+    # public_reviewed, public_filed (value: ''). A figure is split over SHARDS rows by
+    # account (sum them): a page of events then updates each row a few times, where
+    # one row updated thousands of times in a transaction grows a version chain that
+    # every update walks.
     """CREATE TABLE IF NOT EXISTS account_figures (
         provider_id uuid NOT NULL,
         figure text NOT NULL,
         value text NOT NULL,
+        shard smallint NOT NULL,
         n bigint NOT NULL,
-        PRIMARY KEY (provider_id, figure, value))""",
+        PRIMARY KEY (provider_id, figure, value, shard))""",
     """CREATE TABLE IF NOT EXISTS account_lapses (
         account_id uuid NOT NULL,
         at timestamptz NOT NULL,
@@ -155,13 +159,18 @@ EVENTUAL_STATUS = (
 )
 
 
+def shard(uuid_column: str) -> str:
+    """SQL for the shard of a figure's row: 16 of them, by the last byte of an id."""
+    return f"(get_byte(uuid_send({uuid_column}), 15) & 15)::smallint"
+
+
 def _count(figure: str, value: str, when: str = "true", n: int = 1) -> str:
     """Add `n` to a figure of the provider of the account `%s`, if `when` holds for it."""
     return (
-        "INSERT INTO account_figures AS f (provider_id, figure, value, n)"
-        f" SELECT provider_id, '{figure}', {value}, {n} FROM accounts"
+        "INSERT INTO account_figures AS f (provider_id, figure, value, shard, n)"
+        f" SELECT provider_id, '{figure}', {value}, {shard('account_id')}, {n} FROM accounts"
         f" WHERE account_id = %s AND {when}"
-        " ON CONFLICT (provider_id, figure, value) DO UPDATE SET n = f.n + EXCLUDED.n"
+        " ON CONFLICT (provider_id, figure, value, shard) DO UPDATE SET n = f.n + EXCLUDED.n"
     )
 
 
@@ -240,13 +249,14 @@ RECOUNT = (
     "DELETE FROM account_figures",
     "DELETE FROM account_lapses",
     "DELETE FROM account_lapse_days",
-    "INSERT INTO account_figures (provider_id, figure, value, n)"
-    " SELECT provider_id, figure, value, count(*) FROM accounts CROSS JOIN LATERAL (VALUES"
+    "INSERT INTO account_figures (provider_id, figure, value, shard, n)"
+    f" SELECT provider_id, figure, value, {shard('account_id')}, count(*)"
+    " FROM accounts CROSS JOIN LATERAL (VALUES"
     " ('kind', kind, true), ('status', " + EVENTUAL_STATUS + ", true),"
     " ('verified', '', verified),"
     " ('public_reviewed', '', kind = 'public' AND review_outcome IS NOT NULL),"
     " ('public_filed', '', kind = 'public' AND filed_at IS NOT NULL)) f(figure, value, counts)"
-    " WHERE counts GROUP BY 1, 2, 3",
+    " WHERE counts GROUP BY 1, 2, 3, 4",
     _lapses("true"),
     _days("true", 1),
 )
@@ -421,7 +431,7 @@ def post_touched(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
 
 ACCOUNTS = Projection(
     name="accounts",
-    version=4,
+    version=5,
     tables=("accounts", "account_figures", "account_lapses", "account_lapse_days"),
     ddl=DDL,
     depends_on=("posts",),

@@ -26,7 +26,7 @@ from psycopg.rows import DictRow
 
 from ledger.log import LoggedEvent
 from ledger.ruleset import Ruleset
-from projections.accounts import by_status_sql
+from projections.accounts import by_status_sql, shard
 from projections.base import Projection, Statement, actor_id, actor_role
 
 DDL = (
@@ -56,12 +56,14 @@ DDL = (
     "CREATE INDEX IF NOT EXISTS reports_resolved ON reports"
     " (provider_id, resolution_bucket, seconds_to_resolve) WHERE resolution_bucket IS NOT NULL",
     "DROP INDEX IF EXISTS reports_post",  # read by nothing
-    # figure: open, resolved (with a time to resolution).
+    # figure: open, resolved (with a time to resolution); split over shards by report,
+    # as account_figures is.
     """CREATE TABLE IF NOT EXISTS report_figures (
         provider_id uuid NOT NULL,
         figure text NOT NULL,
+        shard smallint NOT NULL,
         n bigint NOT NULL,
-        PRIMARY KEY (provider_id, figure))""",
+        PRIMARY KEY (provider_id, figure, shard))""",
     """CREATE TABLE IF NOT EXISTS resolution_buckets (
         provider_id uuid NOT NULL,
         bucket int NOT NULL,
@@ -82,11 +84,12 @@ def resolution_bucket(seconds: float | None) -> int | None:
 def _report_counts(sign: int) -> tuple[str, ...]:
     """Add (sign 1) or take out (-1) a report's contribution to its provider's figures."""
     return (
-        "INSERT INTO report_figures AS f (provider_id, figure, n)"
-        f" SELECT provider_id, x.figure, {sign} FROM reports CROSS JOIN LATERAL (VALUES"
+        "INSERT INTO report_figures AS f (provider_id, figure, shard, n)"
+        f" SELECT provider_id, x.figure, {shard('report_id')}, {sign}"
+        " FROM reports CROSS JOIN LATERAL (VALUES"
         " ('open', resolved_at IS NULL), ('resolved', resolution_bucket IS NOT NULL))"
         " x(figure, counts) WHERE report_id = %s AND counts"
-        " ON CONFLICT (provider_id, figure) DO UPDATE SET n = f.n + EXCLUDED.n",
+        " ON CONFLICT (provider_id, figure, shard) DO UPDATE SET n = f.n + EXCLUDED.n",
         "INSERT INTO resolution_buckets AS b (provider_id, bucket, n)"
         f" SELECT provider_id, resolution_bucket, {sign} FROM reports"
         " WHERE report_id = %s AND resolution_bucket IS NOT NULL"
@@ -98,9 +101,10 @@ def _report_counts(sign: int) -> tuple[str, ...]:
 RECOUNT = (
     "DELETE FROM report_figures",
     "DELETE FROM resolution_buckets",
-    "INSERT INTO report_figures (provider_id, figure, n) SELECT provider_id, x.figure,"
-    " count(*) FROM reports CROSS JOIN LATERAL (VALUES ('open', resolved_at IS NULL),"
-    " ('resolved', resolution_bucket IS NOT NULL)) x(figure, counts) WHERE counts GROUP BY 1, 2",
+    "INSERT INTO report_figures (provider_id, figure, shard, n) SELECT provider_id, x.figure,"
+    f" {shard('report_id')}, count(*) FROM reports CROSS JOIN LATERAL (VALUES"
+    " ('open', resolved_at IS NULL), ('resolved', resolution_bucket IS NOT NULL))"
+    " x(figure, counts) WHERE counts GROUP BY 1, 2, 3",
     "INSERT INTO resolution_buckets (provider_id, bucket, n) SELECT provider_id,"
     " resolution_bucket, count(*) FROM reports WHERE resolution_bucket IS NOT NULL"
     " GROUP BY 1, 2",
@@ -167,7 +171,7 @@ def resolved(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
 
 PROVIDERS = Projection(
     name="providers",
-    version=2,
+    version=3,
     tables=("providers", "reports", "report_figures", "resolution_buckets"),
     ddl=DDL,
     depends_on=("posts",),
@@ -220,7 +224,8 @@ CROSS JOIN LATERAL (
     coalesce(sum(n) FILTER (WHERE figure = 'kind' AND value = 'public'), 0)::bigint AS public,
     coalesce(sum(n) FILTER (WHERE figure = 'public_reviewed'), 0)::bigint AS public_reviewed,
     coalesce(sum(n) FILTER (WHERE figure = 'public_filed'), 0)::bigint AS public_filed
-  FROM account_figures WHERE provider_id = p.provider_id
+  FROM (SELECT figure, value, sum(n)::bigint AS n FROM account_figures
+    WHERE provider_id = p.provider_id GROUP BY figure, value) f
 ) a
 CROSS JOIN LATERAL (
   SELECT
@@ -228,7 +233,8 @@ CROSS JOIN LATERAL (
       AS by_level,
     coalesce(jsonb_object_agg(value, n) FILTER (WHERE figure = 'issuer_role' AND n > 0), '{{}}')
       AS by_issuer_role
-  FROM sanction_figures WHERE provider_id = p.provider_id
+  FROM (SELECT figure, value, sum(n)::bigint AS n FROM sanction_figures
+    WHERE provider_id = p.provider_id GROUP BY figure, value) f
 ) s
 CROSS JOIN LATERAL (
   SELECT coalesce(sum(n) FILTER (WHERE figure = 'open'), 0)::bigint AS open_reports,

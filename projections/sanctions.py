@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from ledger.log import LoggedEvent
 from ledger.ruleset import Ruleset
+from projections.accounts import shard
 from projections.base import Projection, Statement, actor_id, actor_role
 
 DDL = (
@@ -45,27 +46,31 @@ DDL = (
     "CREATE INDEX IF NOT EXISTS sanctions_imposed_at ON sanctions (imposed_at)",
     "DROP INDEX IF EXISTS sanctions_expiring",  # read by nothing
     # figure: level or issuer_role, value: the level or role.
+    # Split over shards by sanction, as account_figures is.
     """CREATE TABLE IF NOT EXISTS sanction_figures (
         provider_id uuid NOT NULL,
         figure text NOT NULL,
         value text NOT NULL,
+        shard smallint NOT NULL,
         n bigint NOT NULL,
-        PRIMARY KEY (provider_id, figure, value))""",
+        PRIMARY KEY (provider_id, figure, value, shard))""",
 )
 
 _FIGURES = (
-    "SELECT provider_id, f.figure, f.value, count(*) FROM sanctions CROSS JOIN LATERAL"
+    f"SELECT provider_id, f.figure, f.value, {shard('sanction_id')}, count(*)"
+    " FROM sanctions CROSS JOIN LATERAL"
     " (VALUES ('level', level), ('issuer_role', issuer_role)) f(figure, value)"
 )
+_COLUMNS = "(provider_id, figure, value, shard, n)"
 # Recount the figures from the sanctions rows (bulk loads; tests).
 RECOUNT = (
     "DELETE FROM sanction_figures",
-    f"INSERT INTO sanction_figures (provider_id, figure, value, n) {_FIGURES} GROUP BY 1, 2, 3",
+    f"INSERT INTO sanction_figures {_COLUMNS} {_FIGURES} GROUP BY 1, 2, 3, 4",
 )
 _COUNT = (
-    f"INSERT INTO sanction_figures AS s (provider_id, figure, value, n) {_FIGURES}"
-    " WHERE sanction_id = %s GROUP BY 1, 2, 3"
-    " ON CONFLICT (provider_id, figure, value) DO UPDATE SET n = s.n + EXCLUDED.n"
+    f"INSERT INTO sanction_figures AS s {_COLUMNS} {_FIGURES}"
+    " WHERE sanction_id = %s GROUP BY 1, 2, 3, 4"
+    " ON CONFLICT (provider_id, figure, value, shard) DO UPDATE SET n = s.n + EXCLUDED.n"
 )
 
 
@@ -129,7 +134,7 @@ def decided(e: LoggedEvent, _: Ruleset) -> Iterable[Statement]:
 
 SANCTIONS = Projection(
     name="sanctions",
-    version=2,
+    version=3,
     tables=("sanctions", "sanction_figures"),
     ddl=DDL,
     depends_on=("accounts",),

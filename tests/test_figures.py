@@ -146,8 +146,9 @@ def check(projector: Projector, reader: Reader, clock: Clock) -> Check:
 
 def figure_tables(reader: Reader) -> dict[str, list[dict[str, Any]]]:
     def rows(table: str) -> list[dict[str, Any]]:
-        query = sql.SQL("SELECT * FROM {} ORDER BY 1, 2, 3").format(sql.Identifier(table))
-        return [r for r in reader.execute(query).fetchall() if r.get("n", 1) != 0]
+        found = reader.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(table)))
+        kept = [r for r in found.fetchall() if r.get("n", 1) != 0]
+        return sorted(kept, key=lambda r: repr(list(r.values())))
 
     return {t: rows(t) for t in FIGURE_TABLES}
 

@@ -122,8 +122,13 @@ def file(world: World, account: UUID, reference: str = "F-1") -> None:
 
 def table_contents(reader: Reader) -> dict[str, list[Row]]:
     tables = [t for p in ALL for t in p.tables] + ["projection_positions"]
-    query = "SELECT * FROM {} ORDER BY 1, 2, 3"
-    return {t: reader.execute(sql.SQL(query).format(sql.Identifier(t))).fetchall() for t in tables}
+    query = sql.SQL("SELECT * FROM {}")
+
+    def rows(table: str) -> list[Row]:
+        found = reader.execute(query.format(sql.Identifier(table))).fetchall()
+        return sorted(found, key=lambda r: repr(list(r.values())))
+
+    return {t: rows(t) for t in tables}
 
 
 def busy_history(world: World, clock: Clock) -> tuple[UUID, UUID]:
