@@ -1,8 +1,8 @@
 """Every filter the API offers is served by an index, with the planner's statistics of
 a large data set: the read tables are filled with synthetic rows straight in SQL, the
-GraphQL queries run through the schema (so the SQL is what the API issues), and the
-plan of each statement it read with is asked for (EXPLAIN) and searched for a
-sequential scan of a read table."""
+GraphQL queries run through the schema's resolvers and through the compiler (so the SQL
+is what the API issues on either path), and the plan of each statement is asked for
+(EXPLAIN) and searched for a sequential scan of a read table."""
 
 from __future__ import annotations
 
@@ -11,14 +11,18 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
 import psycopg
 import pytest
+from graphql import parse
+from psycopg import sql
 from psycopg.rows import DictRow
 
 from api.auth import Principal
+from api.graphql.compiler import Prepared, build_compiler
 from api.graphql.context import Context
 from api.graphql.scalars import encode_cursor
 from api.graphql.schema import schema
@@ -102,18 +106,23 @@ def big(projector: Projector, reader: Reader) -> Reader:
 
 @dataclass
 class Ledgerish:
+    store: Any = field(
+        default_factory=lambda: SimpleNamespace(events_table=sql.Identifier("stored_events"))
+    )
+
     def clock(self) -> datetime:
         return NOW
 
 
 @dataclass
 class RecordingState:
-    """What the resolvers need of ApiState: reads, answered from the test's schema and
-    recorded with their parameters."""
+    """What the resolvers and the compiler need of ApiState: reads, answered from the
+    test's schema and recorded with their parameters."""
 
     conn: Reader
     ledger: Ledgerish = field(default_factory=Ledgerish)
     issued: list[tuple[str, Any]] = field(default_factory=list)
+    replica: bool = False
 
     async def fetch(self, query: Any, params: Any = None, **_: Any) -> list[dict[str, Any]]:
         self.issued.append((str(query), params))
@@ -206,12 +215,21 @@ def queries() -> list[str]:
     return found
 
 
+COMPILER = build_compiler(schema._schema)
+
+
 def issued(conn: Reader, principal: Principal, query: str) -> list[tuple[str, Any]]:
+    """The statements strawberry's resolvers run for `query` (the loaders' included),
+    and the one the compiled path runs for it."""
     state = RecordingState(conn)
     context = Context(state=state, request=None, response=None, principal=principal)  # type: ignore[arg-type]
     result = asyncio.run(schema.execute(query, context_value=context))
     assert not result.errors, (query, result.errors)
-    return state.issued
+    document = parse(query)
+    (operation,) = document.definitions
+    compiled = COMPILER.prepare(state, document, operation, query, None, principal)  # type: ignore[arg-type]
+    assert isinstance(compiled, Prepared), (query, compiled)
+    return [*state.issued, (compiled.sql, compiled.params)]
 
 
 def scans(plan: dict[str, Any]) -> list[dict[str, Any]]:
