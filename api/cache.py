@@ -37,7 +37,7 @@ def read_only(body: bytes) -> bool:
     """Whether a request body holds one query operation (and nothing else)."""
     try:
         query = json.loads(body)["query"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return False
     return isinstance(query, str) and _one_query(query)
 
