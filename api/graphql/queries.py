@@ -60,7 +60,11 @@ def confine(principal: Principal, where: Where, column: str = "provider_id") -> 
     return where.when(visible_provider(principal), f"{column} = %(mine)s", "mine")
 
 
-@strawberry.input
+@strawberry.input(
+    description="Which accounts to list; every field given must hold (a provider always"
+    " sees its own accounts only). `status` is the status at the moment of the query, a"
+    " lapsed suspension counting as lapsed."
+)
 class AccountFilter:
     provider_id: strawberry.ID | None = None
     status: AccountStatus | None = None
@@ -70,7 +74,11 @@ class AccountFilter:
     marked: bool | None = None
 
 
-@strawberry.input
+@strawberry.input(
+    description="Which sanctions to list; every field given must hold. `imposedSince` is"
+    " inclusive, `imposedUntil` exclusive; `appealState` is none, pending, upheld or"
+    " overturned."
+)
 class SanctionFilter:
     provider_id: strawberry.ID | None = None
     account_id: strawberry.ID | None = None
@@ -81,7 +89,11 @@ class SanctionFilter:
     imposed_until: datetime | None = None
 
 
-@strawberry.input
+@strawberry.input(
+    description="Which flagged posts to list; every field given must hold. `since` is"
+    " inclusive and `until` exclusive, on the moment the post crossed its threshold;"
+    " `removed` true lists only posts removed since, false only those still up."
+)
 class FlaggedPostFilter:
     provider_id: strawberry.ID | None = None
     account_id: strawberry.ID | None = None
