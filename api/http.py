@@ -41,7 +41,9 @@ from strawberry import Schema
 from strawberry.types import ExecutionResult
 
 from api import auth, logs, metrics
+from api.auth import Principal
 from api.graphql.compiler import Answer, Fallback, Outcome, Refused, build_compiler
+from api.graphql.compiler.cache import Lru
 from api.graphql.context import Context
 from api.graphql.errors import coded
 from api.state import ApiState
@@ -63,6 +65,17 @@ class HttpError(Exception):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = headers or {}
+
+
+@dataclass(frozen=True)
+class Caller:
+    token: str | None
+    digest: bytes | None  # the token's SHA-256, as api_tokens holds it
+    principal: Principal | None
+    verified: bool  # looked up in this request (else remembered, to be checked)
+
+
+PRINCIPALS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -216,6 +229,9 @@ class GraphQLHttp:
         # Query operations over the read models as one SQL statement (LEDGER_COMPILE=0: off).
         self.compiler = state.extras["compiler"] = build_compiler(schema._schema)
         self.compiler.enabled = os.environ.get("LEDGER_COMPILE", "1") == "1"
+        # Principals of tokens seen (a token's role and provider never change; revocation
+        # is checked by each compiled statement, and by a lookup before anything else).
+        self.principals: Lru[Principal] = Lru(PRINCIPALS_KEPT)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -251,9 +267,12 @@ class GraphQLHttp:
         if kind is OperationType.MUTATION and request.method == "GET":
             raise HttpError(405, "METHOD_NOT_ALLOWED", "mutations are sent with POST",
                             {"Allow": "POST"})  # fmt: skip
-        context = await self._context(request)
+        caller = await self._caller(request)
+        context = Context(state=self.state, request=request, response=None)
+        context.principal = caller.principal
         if media == EVENT_STREAM:
             metrics.operation_path(Fallback("stream"))
+            await self._verify(caller, context)
             return await self._stream(gql, context)
         if kind is OperationType.SUBSCRIPTION:
             return self._request_failed(media, [{
@@ -261,7 +280,11 @@ class GraphQLHttp:
                 " or use the WebSocket (graphql-transport-ws)",
                 "extensions": {"code": "SUBSCRIPTION_NEEDS_STREAM"},
             }])  # fmt: skip
-        outcome = await self._compile(document, operation, gql, context)
+        outcome = await self._compile(document, operation, gql, context, caller.digest)
+        if not isinstance(outcome, Answer) and not caller.verified:
+            await self._verify(caller, context)  # strawberry, or a refusal, needs it checked
+            if context.principal is None:
+                outcome = Fallback("unauthenticated")
         metrics.operation_path(outcome)
         if not isinstance(outcome, Fallback):
             return self._compiled(request, media, context, outcome)
@@ -281,10 +304,17 @@ class GraphQLHttp:
         operation: OperationDefinitionNode,
         gql: GraphQLRequest,
         context: Context,
+        digest: bytes | None,
     ) -> Outcome:
         try:
             return await self.compiler.answer(
-                self.state, document, operation, gql.query, gql.variables, context.principal
+                self.state,
+                document,
+                operation,
+                gql.query,
+                gql.variables,
+                context.principal,
+                token_hash=digest,
             )
         except Exception:  # a fault of the compiler: strawberry still answers
             log.exception("compiling %s failed", gql.operation_name or "an operation")
@@ -322,15 +352,36 @@ class GraphQLHttp:
         status = 400 if media == EVENT_STREAM else 200
         return Response(body, status_code=status, media_type=JSON)
 
-    async def _context(self, request: Request) -> Context:
-        context = Context(state=self.state, request=request, response=None)
+    async def _caller(self, request: Request) -> Caller:
+        """Who is asking. The response cache has looked the token up already; else a token
+        this process has seen is taken as it was, unchecked (a compiled statement checks it
+        in the same round trip: still there, not revoked; anything else checks it first);
+        else it is looked up."""
+        token = auth.bearer(request.headers.get("authorization"))
+        digest = auth.token_hash(token) if token else None
         seen = request.scope.get("state", {}).get("seen")  # from the response cache
         if seen is not None:
-            context.principal = seen.principal
+            self._remember(digest, seen.principal)
+            return Caller(token, digest, seen.principal, verified=True)
+        known = self.principals.get(digest) if digest else None
+        if known is not None:
+            return Caller(token, digest, known, verified=False)
+        principal = await self.state.principal(token)
+        self._remember(digest, principal)
+        return Caller(token, digest, principal, verified=True)
+
+    async def _verify(self, caller: Caller, context: Context) -> None:
+        if not caller.verified:
+            context.principal = await self.state.principal(caller.token)
+            self._remember(caller.digest, context.principal)
+
+    def _remember(self, digest: bytes | None, principal: Principal | None) -> None:
+        if digest is None:
+            return
+        if principal is None:
+            self.principals.entries.pop(digest, None)
         else:
-            token = auth.bearer(request.headers.get("authorization"))
-            context.principal = await self.state.principal(token)
-        return context
+            self.principals.put(digest, principal)
 
     async def _stream(self, gql: GraphQLRequest, context: Context) -> Response:
         source = await self.schema.stream(

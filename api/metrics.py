@@ -99,8 +99,8 @@ OPERATIONS = Counter(
     "ledger_graphql_operations",
     "GraphQL operations over HTTP by how they were answered: path compiled (one SQL"
     " statement, reason none), strawberry (reason: mutation, subscription, stream,"
-    " introspection, field, bad_input, invalid, variables, unauthenticated, replica, shape,"
-    " error, disabled) or refused (reason cost: QUERY_TOO_COSTLY).",
+    " introspection, field, bad_input, invalid, variables, unauthenticated, revoked, replica,"
+    " shape, error, disabled) or refused (reason cost: QUERY_TOO_COSTLY).",
     ["path", "reason"],
 )
 CACHE = Counter(

@@ -591,3 +591,22 @@ def test_the_response_cache_keeps_compiled_answers(
     }
     assert hits() == hit + 1  # the second from the cache, after one compiled answer
     assert paths() - before == Counter({"none": 1})
+
+
+def test_a_token_revoked_after_its_first_request_is_refused(env: Env) -> None:
+    """A token seen before is not looked up again: the compiled statement itself checks
+    that it is still valid, in the same round trip."""
+    from api.auth import revoke_token
+
+    token = env.api.token("auditor")
+    query = "{ providers { code } }"
+    assert env.api.data(query, token)["providers"]
+    before = paths()
+    assert env.api.data(query, token)["providers"]
+    assert paths() - before == Counter({"none": 1})
+    with env.api.database.connect() as conn:
+        assert revoke_token(conn, env.api.schema, token)
+    for _ in range(2):
+        result = env.api.gql(query, token)
+        assert result["data"] is None
+        assert result["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"

@@ -99,9 +99,14 @@ class Compiler:
         query: str,
         raw_variables: dict[str, Any] | None,
         principal: Principal | None,
+        token_hash: bytes | None = None,
     ) -> Outcome:
-        """Answer a query operation, or say why strawberry should (or refuse it)."""
-        found = self.prepare(state, document, operation, query, raw_variables, principal)
+        """Answer a query operation, or say why strawberry should (or refuse it). With
+        `token_hash`, the statement answers only while that token is valid (else the
+        fallback `revoked`): the principal may come from an earlier request."""
+        found = self.prepare(
+            state, document, operation, query, raw_variables, principal, token_hash
+        )
         if isinstance(found, Prepared):
             return await _fetch(state, found.sql, found.params)
         return found
@@ -114,6 +119,7 @@ class Compiler:
         query: str,
         raw_variables: dict[str, Any] | None,
         principal: Principal | None,
+        token_hash: bytes | None = None,
     ) -> Prepared | Refused | Fallback:
         """The statement that answers a query operation, or why not."""
         if not self.enabled:
@@ -136,7 +142,10 @@ class Compiler:
         plan = self.plans.get(key) or self.plans.put(
             key, self._plan(state, document, operation, variables)
         )
-        return self._prepared(state, plan, variables, principal)
+        found = self._prepared(state, plan, variables, principal)
+        if isinstance(found, Prepared) and token_hash is not None:
+            return guarded(found, token_hash)
+        return found
 
     def _checked(
         self, digest: bytes, name: str | None, document: DocumentNode
@@ -197,7 +206,7 @@ class Compiler:
         statement = self._statement(state, plan, principal, inputs)
         if statement is None:
             return Fallback("shape")
-        params: dict[str, Any] = {"now": now}
+        params: dict[str, Any] = {"now": now}  # the clock, bound once
         if not principal.sees_everything:
             params["mine"] = principal.provider_id
         for i, found in enumerate(inputs):
@@ -243,6 +252,18 @@ def statement(
     return f"SELECT convert_to({data}::text, 'UTF8') AS body"
 
 
+GUARD = (
+    "SELECT CASE WHEN EXISTS (SELECT FROM api_tokens WHERE token_hash = %(token)s"
+    " AND revoked_at IS NULL) THEN ({statement}) END AS body"
+)
+
+
+def guarded(prepared: Prepared, token_hash: bytes) -> Prepared:
+    """The statement, answering null unless the token is valid as it runs."""
+    sql = GUARD.replace("{statement}", prepared.sql)
+    return Prepared(sql, {**prepared.params, "token": token_hash})
+
+
 async def _fetch(state: ApiState, sql: str, params: dict[str, Any]) -> Outcome:
     try:
         async with state.pool.connection() as conn:
@@ -254,6 +275,8 @@ async def _fetch(state: ApiState, sql: str, params: dict[str, Any]) -> Outcome:
     except psycopg.Error:
         log.exception("compiled read failed, strawberry answers")
         return Fallback("error")
+    if row["body"] is None:  # the token was revoked (or is unknown) since it was seen
+        return Fallback("revoked")
     return Answer(bytes(row["body"]))
 
 
