@@ -271,8 +271,11 @@ class GraphQLHttp:
         context = Context(state=self.state, request=request, response=None)
         context.principal = caller.principal
         if media == EVENT_STREAM:
-            metrics.operation_path(Fallback("stream"))
             await self._verify(caller, context)
+            refused = self._too_costly(document, operation, gql, context)
+            metrics.operation_path(refused or Fallback("stream"))
+            if refused is not None:
+                return self._request_failed(EVENT_STREAM, [refused.error])
             return await self._stream(gql, context)
         if kind is OperationType.SUBSCRIPTION:
             return self._request_failed(media, [{
@@ -319,6 +322,21 @@ class GraphQLHttp:
         except Exception:  # a fault of the compiler: strawberry still answers
             log.exception("compiling %s failed", gql.operation_name or "an operation")
             return Fallback("error")
+
+    def _too_costly(
+        self,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        gql: GraphQLRequest,
+        context: Context,
+    ) -> Refused | None:
+        """The cost limit for a query streamed as Server-Sent Events (strawberry runs it)."""
+        if operation.operation is not OperationType.QUERY:
+            return None
+        found = self.compiler.prepare(
+            self.state, document, operation, gql.query, gql.variables, context.principal
+        )
+        return found if isinstance(found, Refused) else None
 
     def _compiled(
         self, request: Request, media: str, context: Context, outcome: Outcome

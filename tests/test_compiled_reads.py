@@ -511,6 +511,11 @@ def test_a_costly_query_is_refused_before_it_runs(
     assert env.api.gql(events, env.tokens["regulator"])["errors"][0]["extensions"]["code"] == (
         "QUERY_TOO_COSTLY"
     )
+    streamed = env.api.post(
+        {"query": query}, env.tokens["regulator"], headers={"Accept": "text/event-stream"}
+    )
+    assert streamed.status_code == 400
+    assert streamed.json()["errors"][0]["extensions"]["code"] == "QUERY_TOO_COSTLY"
     monkeypatch.setenv("LEDGER_QUERY_COST_LIMIT", "300")
     assert "errors" not in env.api.gql(query, env.tokens["regulator"])
 

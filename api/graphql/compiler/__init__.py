@@ -122,8 +122,6 @@ class Compiler:
         token_hash: bytes | None = None,
     ) -> Prepared | Refused | Fallback:
         """The statement that answers a query operation, or why not."""
-        if not self.enabled:
-            return Fallback("disabled")
         if operation.operation is not OperationType.QUERY:
             return Fallback(operation.operation.value)
         if principal is None:
@@ -198,6 +196,8 @@ class Compiler:
             return Refused(cost.refusal(figure, allowed))
         if plan.reason is not None:
             return Fallback(plan.reason)
+        if not self.enabled:
+            return Fallback("disabled")
         now = state.ledger.clock()
         try:
             inputs = [_input(s, args, principal, now) for s, args in roots]
