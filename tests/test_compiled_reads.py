@@ -615,3 +615,28 @@ def test_a_token_revoked_after_its_first_request_is_refused(env: Env) -> None:
         result = env.api.gql(query, token)
         assert result["data"] is None
         assert result["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+def test_named_operations_get_and_the_graphql_response_type(env: Env) -> None:
+    """The operation named among several, over GET, in application/graphql-response+json."""
+    query = """query A($first: Int = 2) { accounts(first: $first) { edges { cursor } } }
+      query B { providers { code } }"""
+    token = env.tokens["wechat"]
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/graphql-response+json"}
+    answers = []
+    for enabled in (True, False):
+        env.compiler.enabled = enabled
+        try:
+            got = httpx.get(
+                env.api.url,
+                params={"query": query, "operationName": "A", "variables": '{"first": 3}'},
+                headers=headers,
+                timeout=10,
+            )
+        finally:
+            env.compiler.enabled = True
+        assert got.status_code == 200
+        assert got.headers["content-type"].startswith("application/graphql-response+json")
+        answers.append(ordered(got.content))
+    assert answers[0] == answers[1]
+    assert len(answers[0][0][1][0][1][0][1]) == 3  # data.accounts.edges
