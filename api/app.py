@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import metrics
 from api.cache import ResponseCache
+from api.graphql.compiler.cost import CostLimit
 from api.graphql.errors import UNAVAILABLE
 from api.graphql.schema import build_schema
 from api.http import GRAPHIQL_DIR, GraphQLHttp
@@ -151,7 +152,11 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
     )
     schema = build_schema()
     # Outermost, so it sees errors as ErrorPolicy leaves them.
-    schema.extensions = (lambda: OperationLog(metrics.observe_request), *schema.extensions)
+    schema.extensions = (
+        lambda: OperationLog(metrics.observe_request),
+        *schema.extensions,
+        CostLimit,  # the WebSocket's queries (HTTP checks its own before strawberry runs)
+    )
     metrics.install(state)
     http = GraphQLHttp(schema, state, graphiql=os.environ.get("LEDGER_GRAPHIQL", "0") == "1")
     cache = state.extras["cache"] = ResponseCache(http, state)

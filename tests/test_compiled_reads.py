@@ -21,6 +21,7 @@ from graphql import parse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
+from websockets.sync.client import connect
 
 from api.auth import Principal
 from api.graphql.compiler import Prepared
@@ -640,3 +641,20 @@ def test_named_operations_get_and_the_graphql_response_type(env: Env) -> None:
         answers.append(ordered(got.content))
     assert answers[0] == answers[1]
     assert len(answers[0][0][1][0][1][0][1]) == 3  # data.accounts.edges
+
+
+def test_a_costly_query_over_the_websocket_is_refused(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEDGER_QUERY_COST_LIMIT", "99")
+    with connect(env.api.ws_url, subprotocols=["graphql-transport-ws"], open_timeout=10) as ws:
+        init = {"type": "connection_init", "payload": {"token": env.tokens["regulator"]}}
+        ws.send(json.dumps(init))
+        assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+        for n, (first, code) in enumerate(((100, "QUERY_TOO_COSTLY"), (99, None))):
+            query = f"{{ accounts(first: {first}) {{ edges {{ cursor }} }} }}"
+            ws.send(json.dumps({"id": str(n), "type": "subscribe", "payload": {"query": query}}))
+            message = json.loads(ws.recv(timeout=10))
+            errors = message["payload"].get("errors") if message["type"] == "next" else None
+            assert (errors[0]["extensions"]["code"] if errors else None) == code, message
+            assert json.loads(ws.recv(timeout=10))["type"] == "complete"

@@ -6,10 +6,21 @@ over the limit is refused before anything runs, compiled or not."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from api.graphql.compiler.plan import Selection
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    GraphQLSchema,
+    OperationType,
+    get_operation_ast,
+)
+from graphql.execution.values import get_variable_values
+from strawberry.extensions import SchemaExtension
+
+from api.graphql.compiler.plan import Selection, select
 from api.graphql.reads import DEFAULT_PAGE, MAX_PAGE
 
 LIMIT_VARIABLE = "LEDGER_QUERY_COST_LIMIT"
@@ -63,3 +74,45 @@ def refusal(cost: int, allowed: int) -> dict[str, Any]:
         f" ({LIMIT_VARIABLE}): ask for smaller pages or fewer lists",
         "extensions": {"code": "QUERY_TOO_COSTLY", "cost": cost, "limit": allowed},
     }
+
+
+def operation_rows(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation_name: str | None,
+    raw_variables: dict[str, Any] | None,
+) -> int | None:
+    """The rows a query operation may read (None: not a query, or variables strawberry
+    will refuse)."""
+    operation = get_operation_ast(document, operation_name)
+    if operation is None or operation.operation is not OperationType.QUERY:
+        return None
+    variables = get_variable_values(
+        schema, operation.variable_definitions or (), raw_variables or {}
+    )
+    if isinstance(variables, list):
+        return None
+    try:
+        roots = [
+            (s, s.arguments(variables)) for s in select(schema, document, operation, variables)
+        ]
+    except GraphQLError:
+        return None
+    return total([unit(s) for s, _ in roots], roots)
+
+
+class CostLimit(SchemaExtension):
+    """The limit where strawberry runs a query the HTTP handler has not checked (over the
+    WebSocket): refused with QUERY_TOO_COSTLY before it executes."""
+
+    def on_execute(self) -> Iterator[None]:
+        ec = self.execution_context
+        if ec.graphql_document is not None and ec.result is None:
+            schema = ec.schema._schema
+            rows = operation_rows(schema, ec.graphql_document, ec.operation_name, ec.variables)
+            allowed = limit()
+            if rows is not None and rows > allowed:
+                error = refusal(rows, allowed)
+                refused = GraphQLError(error["message"], extensions=error["extensions"])
+                ec.result = ExecutionResult(data=None, errors=[refused])
+        yield
