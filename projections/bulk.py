@@ -185,6 +185,8 @@ def shape_of(text: str, tables: Sequence[str]) -> Shape:
     else:
         made = {"UPDATE": _update, "DELETE": _delete}[verb](table, rest)
     made = made or fallback
+    if made.key_expr and any(re.search(rf"\b{t}\b", made.key_expr) for t in tables):
+        made = fallback  # its row is known only once the statements before it have run
     read_key = made.read_key
     if read_key is None:
         read_key = next(filter(None, (_keyed_read(text, r) for r in sorted(mentioned))), None)
@@ -505,7 +507,8 @@ def _normal(value: Any, type_name: str) -> Any:
 
 
 class Batcher:
-    """Runs one projection's statements for a page as waves of set-based statements."""
+    """Runs one projection's statements for a page: set-based when they all commute (or,
+    with `waves`, as waves of set-based statements), else as written."""
 
     def __init__(
         self,

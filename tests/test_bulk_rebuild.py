@@ -189,7 +189,7 @@ def test_plain_indexes_are_built_after_loading_and_tables_start_unlogged() -> No
         ("INSERT INTO t (a, b) VALUES (%s, %s)", "insert"),
         ("INSERT INTO t (a, b) SELECT %s, b FROM u WHERE k = %s", "insert"),
         ("UPDATE t SET b = b + 1, c = %s WHERE a = %s", "update"),
-        ("UPDATE t SET c = %s WHERE a = (SELECT a FROM u WHERE k = %s)", "update"),
+        ("UPDATE t SET c = %s WHERE a = (SELECT a FROM v WHERE k = %s)", "update"),
         ("DELETE FROM t WHERE a = %s", "delete"),
         (
             "INSERT INTO t AS x (a, n) SELECT a, 1 FROM u WHERE k = %s"
@@ -205,10 +205,11 @@ def test_plain_indexes_are_built_after_loading_and_tables_start_unlogged() -> No
         ("UPDATE t SET b = (SELECT max(b) FROM t) WHERE a = %s", "table"),
         ("UPDATE t SET a = %s WHERE a = %s", "table"),
         ("UPDATE t SET b = %s WHERE a = %s OR b = %s", "table"),
+        ("UPDATE t SET c = %s WHERE a = (SELECT a FROM t2 WHERE k = %s)", "table"),
         ("INSERT INTO t (a) VALUES (%s) RETURNING a", "table"),
         ("SELECT pg_notify('x', %s)", "other"),
         ("UPDATE t SET b = %(b)s WHERE a = %(a)s", "other"),
     ],
 )
 def test_statement_shapes(text: str, kind: str) -> None:
-    assert shape_of(text, ("t", "u")).kind == kind
+    assert shape_of(text, ("t", "u", "t2")).kind == kind
