@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 from ledger.log import LoggedEvent
 from ledger.ruleset import Ruleset
-from projections.base import Projection, Statement
+from projections.base import Projection, Statement, figures_table
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS accounts (
@@ -95,13 +95,7 @@ DDL = (
     # account (sum them): a page of events then updates each row a few times, where
     # one row updated thousands of times in a transaction grows a version chain that
     # every update walks.
-    """CREATE TABLE IF NOT EXISTS account_figures (
-        provider_id uuid NOT NULL,
-        figure text NOT NULL,
-        value text NOT NULL,
-        shard smallint NOT NULL,
-        n bigint NOT NULL,
-        PRIMARY KEY (provider_id, figure, value, shard))""",
+    figures_table("account_figures"),
     """CREATE TABLE IF NOT EXISTS account_lapses (
         account_id uuid NOT NULL,
         at timestamptz NOT NULL,

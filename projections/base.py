@@ -37,6 +37,18 @@ class Projection:
         return handler(event, ruleset) if handler else ()
 
 
+def figures_table(name: str) -> str:
+    """DDL of per-provider counters: a figure (what is counted), its value, and the
+    count n, split over shards whose sum is the figure's count."""
+    return f"""CREATE TABLE IF NOT EXISTS {name} (
+        provider_id uuid NOT NULL,
+        figure text NOT NULL,
+        value text NOT NULL,
+        shard smallint NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (provider_id, figure, value, shard))"""
+
+
 def actor_id(event: LoggedEvent) -> str | None:
     return event.actor["id"] if event.actor else None
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from ledger.log import LoggedEvent
 from ledger.ruleset import Ruleset
 from projections.accounts import shard
-from projections.base import Projection, Statement, actor_id, actor_role
+from projections.base import Projection, Statement, actor_id, actor_role, figures_table
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS sanctions (
@@ -47,13 +47,7 @@ DDL = (
     "DROP INDEX IF EXISTS sanctions_expiring",  # read by nothing
     # figure: level or issuer_role, value: the level or role.
     # Split over shards by sanction, as account_figures is.
-    """CREATE TABLE IF NOT EXISTS sanction_figures (
-        provider_id uuid NOT NULL,
-        figure text NOT NULL,
-        value text NOT NULL,
-        shard smallint NOT NULL,
-        n bigint NOT NULL,
-        PRIMARY KEY (provider_id, figure, value, shard))""",
+    figures_table("sanction_figures"),
 )
 
 _FIGURES = (
