@@ -310,3 +310,23 @@ def test_readiness_before_the_projector_has_set_up_its_tables(
         response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["status"] == "no projections"
+
+
+def test_readiness_when_only_the_sealer_has_set_up(
+    ledger: Ledger, database: Database, schema: str, data_dir: Path
+) -> None:
+    """`ledger serve` starts the sealer and the projector side by side; the sealer's
+    position row alone must not make the read side look ready (a request then met
+    `relation "disclosures" does not exist`)."""
+    from starlette.testclient import TestClient
+
+    from api.app import create_app
+    from projections.sealer import Sealer
+
+    sealer = Sealer(ledger, database, schema)
+    sealer.setup()
+    sealer.close()
+    with TestClient(create_app(database, ledger, schema)) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "no projections"
