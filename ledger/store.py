@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -296,7 +297,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 _stored(stored.fetchall() if ids else []),
             )
 
-    @property
+    @cached_property  # composed once: it runs before every command
     def _prior_sql(self) -> Composed:
         return SQL(
             "SELECT k.actor_id, k.key, k.command, k.request_mac, k.result, e.notification_id"
@@ -305,7 +306,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
             " WHERE (k.actor_id, k.key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
         ).format(k=self.idempotency_table, e=self.events_table)
 
-    @property
+    @cached_property
     def _stored_sql(self) -> Composed:
         # One statement, so the snapshot and the events after it are read consistently.
         return SQL(
