@@ -357,14 +357,21 @@ def wait_ready(
 
 
 def start_ledger(
-    db: Database, schema: str, tmp: Path, projector: bool, cache: bool | None = None
+    db: Database,
+    schema: str,
+    tmp: Path,
+    projector: bool,
+    cache: bool | None = None,
+    workers: int = 1,
 ) -> Server:
     """`ledger serve`; `cache` sets LEDGER_RESPONSE_CACHE (None: as in this environment)."""
     port = free_port()
-    command = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers)]  # fmt: skip
     if not projector:
         command.append("--no-projector")
     name = "ledger-projector" if projector else "ledger-cache" if cache else "ledger"
+    name += f"-{workers}" if workers > 1 else ""
     env = server_env(db, schema, tmp)
     if cache is not None:
         env["LEDGER_RESPONSE_CACHE"] = "1" if cache else "0"

@@ -33,7 +33,6 @@ import itertools
 import os
 import re
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -309,7 +308,7 @@ def graphql_writes(args: argparse.Namespace, db: Database, schema: str) -> None:
     one worker the projector and the sealer share its process; with two they run in the
     parent, and each worker group-commits on its own."""
     from api.auth import create_token
-    from bench.api import VAULT_KEY, WRK_DONE, wrk
+    from bench.api import VAULT_KEY, WRK_DONE, start_ledger, wrk
 
     ledger = Ledger(db.eventsourcing_env(schema), vault=Vault(VAULT_KEY))
     publisher = Publisher(ledger, accounts=64)
@@ -320,7 +319,7 @@ def graphql_writes(args: argparse.Namespace, db: Database, schema: str) -> None:
           f"{'recorded':>10}{'request ms':>12}{'submit ms':>11}")  # fmt: skip
     for workers in (1, 2):
         with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
-            server = _serve(db, schema, Path(tmp), workers)
+            server = start_ledger(db, schema, Path(tmp), projector=True, workers=workers)
             try:
                 for clients in args.clients:
                     script = Path(tmp) / f"publish-{clients}.lua"
@@ -373,17 +372,6 @@ def server_seconds(server: Any) -> dict[str, tuple[float, float]]:
 def mean_ms(before: tuple[float, float], after: tuple[float, float]) -> float:
     count = after[1] - before[1]
     return 1000 * (after[0] - before[0]) / count if count else float("nan")
-
-
-def _serve(db: Database, schema: str, tmp: Path, workers: int) -> Any:
-    from bench.api import free_port, server_env, start, wait_ready
-
-    port = free_port()
-    command = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port",
-               str(port), "--workers", str(workers)]  # fmt: skip
-    server = start(f"ledger-{workers}", command, server_env(db, schema, tmp), tmp, port)
-    wait_ready(server, "GET", "/readyz")
-    return server
 
 
 def main(argv: list[str] | None = None) -> None:
