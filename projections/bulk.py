@@ -343,13 +343,7 @@ def _update(table: str, rest: str) -> Shape | None:
     key = _key(condition, sets.count("%s"))
     if key is None or re.search(rf"\b{key[0]}\b", sets):
         return None
-    column, param, _ = key
-    match = f"p._p{param}" if param >= 0 else "p._key"
-    statement = (
-        f"UPDATE {table} SET {_rewrite(sets)} FROM {{params}} p"
-        f" WHERE p._n = ANY(%s::bigint[]) AND {table}.{column} = {match}"
-    )
-    return Shape("update", table, sql=statement, key_col=column, key_param=param, key_expr=key[2])
+    return _keyed("update", table, f"UPDATE {table} SET {_rewrite(sets)} FROM {{params}} p", key)
 
 
 def _delete(table: str, rest: str) -> Shape | None:
@@ -357,13 +351,15 @@ def _delete(table: str, rest: str) -> Shape | None:
     key = _key(m.group(1), 0) if m else None
     if key is None:
         return None
-    column, param, _ = key
+    return _keyed("delete", table, f"DELETE FROM {table} USING {{params}} p", key)
+
+
+def _keyed(kind: str, table: str, head: str, key: tuple[str, int, str]) -> Shape:
+    """An UPDATE or DELETE over the parameters table `p`, each row matched by its key."""
+    column, param, expr = key
     match = f"p._p{param}" if param >= 0 else "p._key"
-    statement = (
-        f"DELETE FROM {table} USING {{params}} p"
-        f" WHERE p._n = ANY(%s::bigint[]) AND {table}.{column} = {match}"
-    )
-    return Shape("delete", table, sql=statement, key_col=column, key_param=param, key_expr=key[2])
+    statement = f"{head} WHERE p._n = ANY(%s::bigint[]) AND {table}.{column} = {match}"
+    return Shape(kind, table, sql=statement, key_col=column, key_param=param, key_expr=expr)
 
 
 # ----- scheduling -------------------------------------------------------------------------
