@@ -102,8 +102,9 @@ def operation_rows(
 
 
 class CostLimit(SchemaExtension):
-    """The limit where strawberry runs a query the HTTP handler has not checked (over the
-    WebSocket): refused with QUERY_TOO_COSTLY before it executes."""
+    """The limit wherever strawberry runs a query: over the WebSocket, and over HTTP when
+    the compiler falls back (it has then counted the rows too; counting again is cheap
+    beside strawberry's execution). Refused with QUERY_TOO_COSTLY before it executes."""
 
     def on_execute(self) -> Iterator[None]:
         ec = self.execution_context
