@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
-from uuid import UUID
-
-from strawberry.dataloader import DataLoader
 
 from api.auth import Principal
 from api.graphql.errors import ApiError
+from api.graphql.loaders import Loaders
 from api.state import ApiState
 
 
@@ -20,19 +19,13 @@ class Context:
     response: Any
     principal: Principal | None = None
     connection_params: dict[str, Any] | None = None
-    loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict)
 
     def who(self) -> Principal:
         if self.principal is None:
             raise ApiError("UNAUTHENTICATED", "a valid bearer token is required")
         return self.principal
 
-    def loader(self, name: str, load: Any) -> DataLoader[Any, Any]:
-        if name not in self.loaders:
-            self.loaders[name] = DataLoader(load_fn=load)
-        return self.loaders[name]
-
-
-def visible_provider(principal: Principal) -> UUID | None:
-    """The provider a principal is confined to (None: sees everything)."""
-    return None if principal.sees_everything else principal.provider_id
+    @cached_property
+    def loaders(self) -> Loaders:
+        """This context's DataLoaders, made when a nested field first needs one."""
+        return Loaders(self.state, self.who)

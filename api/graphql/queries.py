@@ -10,10 +10,19 @@ import strawberry
 from strawberry.types import Info
 
 from api.auth import Principal
-from api.graphql.context import Context, visible_provider
+from api.graphql.context import Context
 from api.graphql.errors import ApiError, bad_input
-from api.graphql.reads import Where, keyset_page, page_size, parse_id, rows, text_filter
+from api.graphql.reads import (
+    Where,
+    keyset_page,
+    page_size,
+    parse_id,
+    rows,
+    text_filter,
+    visible_provider,
+)
 from api.graphql.scalars import Position
+from api.graphql.selects import ACCOUNT_SELECT, POST_SELECT
 from api.graphql.types import (
     Account,
     AccountAsOf,
@@ -35,17 +44,10 @@ from ledger.domain import EVENT_TYPES
 from ledger.errors import LedgerError
 from ledger.log import LoggedEvent
 from ledger.views import account_view
-from projections.accounts import status_filter_sql, status_sql
+from projections.accounts import status_filter_sql
 from projections.positions import status as projection_status
 from projections.providers import FIGURES_SQL, figures_params, shape_figures
 
-ACCOUNT_COLUMNS = (
-    "account_id, provider_id, handle, kind, category, legacy, registered_at, verified,"
-    " verified_at, verification_method, agreement_version, agreement_signed_at,"
-    " review_outcome, reviewed_at, filing_reference, filed_at, news_scopes, marked,"
-    " active_sanctions, sanctions_by_level, post_count, position, last_position"
-)
-ACCOUNT_SELECT = f"SELECT {ACCOUNT_COLUMNS}, {status_sql()} AS status, %(now)s AS now FROM accounts"
 Ctx = Info[Context, None]
 
 
@@ -314,9 +316,7 @@ class Query:
     @strawberry.field(description="A post (null when not visible).")
     async def post(self, info: Ctx, id: strawberry.ID) -> Post | None:
         where = _confine(info, post_where(Where(), id))
-        found = await rows(
-            info.context.state, f"SELECT * FROM posts WHERE {where.sql()}", where.params
-        )
+        found = await rows(info.context.state, f"{POST_SELECT} WHERE {where.sql()}", where.params)
         return Post.of(found[0]) if found else None
 
     @strawberry.field(description="The raw event log, in order (providers see their own).")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID
 
+from api.auth import Principal
 from api.graphql.errors import bad_input
 from api.graphql.scalars import decode_cursor, encode_cursor
 from api.graphql.types import Connection, Edge, PageInfo
@@ -17,6 +18,11 @@ from api.state import ApiState
 T = TypeVar("T")
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
+
+
+def visible_provider(principal: Principal) -> UUID | None:
+    """The provider a principal is confined to (None: sees everything)."""
+    return None if principal.sees_everything else principal.provider_id
 
 
 def parse_id(value: str, what: str = "id") -> UUID:

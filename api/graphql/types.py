@@ -1,4 +1,8 @@
-"""The GraphQL object types, each built from a read-table row."""
+"""The GraphQL object types, each built from a read-table row.
+
+The types import none of the modules that read (reads, loaders, queries): a nested
+field loads through the request's DataLoaders, which the context holds
+(`info.context.loaders`, made in api.graphql.loaders)."""
 
 from __future__ import annotations
 
@@ -269,9 +273,7 @@ class FlaggedPost:
 
     @strawberry.field(description="The post (batched per request).")
     async def post(self, info: strawberry.Info) -> Post | None:
-        from api.graphql.loaders import post_loader
-
-        row = await post_loader(info.context).load(UUID(self.post_id))
+        row = await info.context.loaders.posts.load(UUID(self.post_id))
         return Post.of(row) if row else None
 
     @strawberry.field(description="The account (batched per request).")
@@ -387,7 +389,5 @@ class LedgerStatus:
 
 
 async def _account(info: strawberry.Info, account_id: str) -> Account | None:
-    from api.graphql.loaders import account_loader
-
-    row = await account_loader(info.context).load(UUID(account_id))
+    row = await info.context.loaders.accounts.load(UUID(account_id))
     return Account.of(row) if row else None

@@ -10,7 +10,7 @@ from itertools import count
 
 from api.graphql.compiler.plan import Selection
 from api.graphql.compiler.sql import Unsupported, iso, json_object, share
-from api.graphql.queries import ACCOUNT_SELECT
+from api.graphql.selects import ACCOUNT_SELECT, POST_SELECT
 
 
 @dataclass
@@ -77,7 +77,7 @@ def account_of(b: Builder, s: Selection, t: str) -> str:
 def post_of(b: Builder, s: Selection, t: str) -> str:
     p = b.alias()
     where = f"post_id = {t}.post_id{b.confine()}"
-    rows = f"(SELECT * FROM posts WHERE {where}) {p}"
+    rows = f"({POST_SELECT} WHERE {where}) {p}"
     return f"(SELECT {build(b, 'Post', s.children, p)} FROM {rows})"
 
 

@@ -15,6 +15,7 @@ from api.graphql.compiler.objects import Builder, build, json_list
 from api.graphql.compiler.plan import Selection
 from api.graphql.compiler.sql import Unsupported, cursor, json_object
 from api.graphql.reads import Where, page_bounds, parse_id
+from api.graphql.selects import ACCOUNT_SELECT, POST_SELECT
 from projections import providers as figures
 
 
@@ -187,10 +188,10 @@ def _ledger_status(b: Builder, s: Selection, clauses: tuple[str, ...]) -> str:
 
 
 ROOTS: dict[str, Root] = {
-    "account": Root(_one(q.account_where), _row(q.ACCOUNT_SELECT, "Account")),
-    "post": Root(_one(q.post_where), _row("SELECT * FROM posts", "Post")),
+    "account": Root(_one(q.account_where), _row(ACCOUNT_SELECT, "Account")),
+    "post": Root(_one(q.post_where), _row(POST_SELECT, "Post")),
     "accounts": Root(
-        _page("account", _accounts), _connection(q.ACCOUNT_SELECT, "account", "Account"), "account"
+        _page("account", _accounts), _connection(ACCOUNT_SELECT, "account", "Account"), "account"
     ),
     "sanctions": Root(
         _page("sanction", _sanctions),
