@@ -22,9 +22,13 @@ run: install
 	$(BIN)/ledger demo --accounts $(ACCOUNTS)
 	LEDGER_GRAPHIQL=1 $(BIN)/ledger serve --demo-token
 
-## The whole suite against real PostgreSQL (LEDGER_DATABASE_URL, else an embedded server).
+## The whole suite against real PostgreSQL (LEDGER_DATABASE_URL, else an embedded server of
+## each worker's own), on TEST_WORKERS pytest-xdist workers. It first installs what the suite
+## needs beyond the venv (scripts/test-tools.sh: Debian's chromium, the npm clients).
+TEST_WORKERS ?= 4
 test: install
-	$(BIN)/python -m pytest -q
+	bash scripts/test-tools.sh
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 lint: install
 	$(BIN)/ruff check ledger projections api tests bench

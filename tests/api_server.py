@@ -3,6 +3,7 @@ and small HTTP and WebSocket clients."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -15,8 +16,10 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+import psycopg
 import pytest
 import uvicorn
+from psycopg import sql
 
 from api.app import create_app
 from api.auth import create_token
@@ -70,6 +73,13 @@ class ApiServer:
             wait_for(conn, self.schema, self.ledger.head(), timeout=20)
 
 
+def wake(database: Database, ledger: Ledger) -> None:
+    """Wake the followers listening on the log's channel, so that a stopped one ends now
+    rather than at the end of its poll (a second per server in the suite)."""
+    with contextlib.suppress(psycopg.OperationalError), database.connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(ledger.store.channel_name)))
+
+
 @contextmanager
 def running_api(ledger: Ledger, database: Database, schema: str) -> Iterator[ApiServer]:
     """The API server on a free loopback port, with a projector and a sealer beside it."""
@@ -106,6 +116,7 @@ def running_api(ledger: Ledger, database: Database, schema: str) -> Iterator[Api
         server.should_exit = True
         thread.join(20)
         stop.set()
+        wake(database, ledger)
         for t in threads:
             t.join(20)
     assert not thread.is_alive(), "the API server did not stop"

@@ -4,6 +4,7 @@ installed from tests/conformance/package-lock.json on first use); fails loudly w
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import subprocess
@@ -20,9 +21,13 @@ def node_tools() -> Path:
     """tests/conformance with its node_modules installed."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.fail("Node.js and npm are needed for the third-party client tests")
-    if not (HERE / "node_modules" / "graphql-http").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True,
-                       capture_output=True, timeout=300)  # fmt: skip
+    # `make test` installs them before the suite starts; a lone `pytest` run does it here,
+    # one worker at a time (pytest-xdist runs several).
+    with open(HERE / "package-lock.json") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (HERE / "node_modules" / "graphql-http").exists():
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True,
+                           capture_output=True, timeout=300)  # fmt: skip
     return HERE
 
 
