@@ -1,4 +1,4 @@
-"""The backup and restore drill of the README ("Backup and restore"), on a PostgreSQL
+"""The backup and restore drill of docs/operations.md ("Backup and restore"), on a PostgreSQL
 cluster of the test's own, with the embedded server's pg_dump and pg_restore.
 
 A live ledger (its own schema: events through the commands and the demo, the read side
@@ -14,7 +14,7 @@ empty database:
 
 And the ways it goes wrong: the main dump alone leaves identities sealed; an older key
 dump brings an erased key back until `ledger keys shred-erased`; a restore over a
-database that holds a ledger is refused with the README's flags, and without them
+database that holds a ledger is refused with the documented flags, and without them
 rewinds the log's sequence while reporting only "errors ignored".
 """
 
@@ -357,7 +357,7 @@ def test_identities_need_the_key_dump_and_old_keys_need_shredding(
 
 
 def test_a_restore_over_a_ledger_is_refused(cluster: Cluster, backup: Backup) -> None:
-    """What an operator sees. With the README's flags, pg_restore stops at the first
+    """What an operator sees. With the documented flags, pg_restore stops at the first
     object that exists and rolls back: nothing changes. Without them it reports errors
     it ignored, changes no row (every table has a primary key) but sets the log's
     sequence back to the dump's value: new events would take ids from there."""

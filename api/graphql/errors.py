@@ -20,7 +20,7 @@ log = logging.getLogger("ledger.api")
 
 
 # Every `extensions.code` a GraphQL error or an HTTP error body can carry, in every
-# transport (HTTP, Server-Sent Events, WebSocket). The README lists them; a test walks them.
+# transport (HTTP, Server-Sent Events, WebSocket). docs/api.md lists them; a test walks them.
 # Refusals of a command are not errors: mutations answer them as typed results.
 ERROR_CODES: dict[str, str] = {
     "GRAPHQL_PARSE_FAILED": "the document is not valid GraphQL syntax",

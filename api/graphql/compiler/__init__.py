@@ -5,8 +5,7 @@ SQL statement whose single result is the response's JSON, built by PostgreSQL
 Strawberry stays the schema and the path for everything else, decided per operation:
 mutations, subscriptions, introspection, `accountAsOf`, `events`, proofs, disclosures,
 an invalid document or variables, an argument the resolvers would refuse (strawberry
-then answers with its error), a request without a valid token. See README, "Compiled
-reads"."""
+then answers with its error), a request without a valid token. See docs/compiled-reads.md."""
 
 from __future__ import annotations
 
