@@ -8,9 +8,11 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
 from ledger import Actor, Database, Ledger, Role
@@ -40,11 +42,37 @@ class Clock:
 
 @pytest.fixture(scope="session")
 def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    """Each pytest-xdist worker has a server of its own: an embedded one, or a database of
+    its own on LEDGER_DATABASE_URL's server, so that one worker's terminated backends,
+    restarts and scratch schemas never meet another's."""
     url = os.environ.get("LEDGER_DATABASE_URL")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if url and worker:
+        url = worker_database(url, worker)
+        os.environ["LEDGER_DATABASE_URL"] = url  # for what the tests start with os.environ
     directory = None if url else tmp_path_factory.mktemp("pg")
     # Fails loudly, never skips, when no server can be had.
     with Database(url, directory) as db:
         yield db
+    if url and worker:
+        drop_database(url)
+
+
+def worker_database(url: str, worker: str) -> str:
+    """A new, empty database named after the worker, on the server of `url`."""
+    parts = urlsplit(url)
+    name = f"{parts.path.lstrip('/') or 'postgres'}_{worker}"
+    drop_database(parts._replace(path=f"/{name}").geturl())
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return parts._replace(path=f"/{name}").geturl()
+
+
+def drop_database(url: str) -> None:
+    parts = urlsplit(url)
+    with psycopg.connect(parts._replace(path="/postgres").geturl(), autocommit=True) as conn:
+        name = sql.Identifier(parts.path.lstrip("/"))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
 
 
 @pytest.fixture

@@ -140,6 +140,7 @@ def test_terminated_connections_are_recovered_without_missing_an_event(
         killed = reader.execute(
             "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity"
             " WHERE application_name LIKE 'ledger-projector%%' AND pid <> pg_backend_pid()"
+            " AND datname = current_database()"
         ).fetchone()
         terminated += killed["n"] if killed else 0
         world.post(account)
