@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Start the embedded database, load the demo data once, then serve the GraphQL API on
-## localhost with the projector beside it; prints the URL, a regulator token and an
+## localhost (the projector and the sealer in child processes); prints the URL, a regulator token and an
 ## example query (Ctrl-C stops).
 run: install
 	$(BIN)/ledger demo --accounts $(ACCOUNTS)

@@ -1,11 +1,11 @@
-"""`ledger serve`: uvicorn running the app, with the projector beside it."""
+"""`ledger serve`: uvicorn running the app, its background workers in child processes."""
 
 from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing
 import shutil
-import threading
 from typing import Any
 
 import uvicorn
@@ -13,30 +13,22 @@ from starlette.applications import Starlette
 
 from api import logs, metrics
 from api.app import create_app
+from api.supervisor import Supervisor, die_with_parent
 from ledger.application import Ledger
 from ledger.database import Database
-from projections.runner import Projector
-from projections.sealer import Sealer
 
 log = logging.getLogger("ledger.api")
 
 
 def app_from_environment() -> Starlette:
     """The app for one worker process, configured from the environment."""
+    # A killed `ledger serve` leaves no API process behind, holding its port.
+    parent = multiprocessing.parent_process()
+    die_with_parent(parent.pid if parent else None)
     database = Database().start()
     atexit.register(database.stop)
     ledger = Ledger.open(database)
     return create_app(database, ledger)
-
-
-def start_projector(database: Database, ledger: Ledger) -> threading.Event:
-    stop = threading.Event()
-    for name, follower in (
-        ("projector", Projector(ledger, database)),
-        ("sealer", Sealer(ledger, database)),
-    ):
-        threading.Thread(target=follower.follow, args=(stop,), name=name, daemon=True).start()
-    return stop
 
 
 def serve(
@@ -46,7 +38,8 @@ def serve(
     metrics_dir = metrics.multiprocess_dir(workers, metrics_parent)
     database = Database().start()
     ledger = Ledger.open(database)
-    stop = start_projector(database, ledger) if with_projector else None
+    # The projector and the sealer run as child processes: the API processes only serve.
+    supervisor = Supervisor.for_workers().start() if with_projector else None
     # Every worker logs as this process does (LEDGER_LOG_FORMAT, the level set), and
     # writes its own access lines instead of uvicorn's, which would show query strings.
     options: dict[str, Any] = {
@@ -62,8 +55,8 @@ def serve(
         else:
             uvicorn.run(create_app(database, ledger), **options)
     finally:
-        if stop is not None:
-            stop.set()
+        if supervisor is not None:
+            supervisor.stop()
         ledger.close()
         database.stop()
         if metrics_dir is not None:

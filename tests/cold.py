@@ -47,6 +47,7 @@ class ColdProcess:
             "LEDGER_CIPHER_KEY": base64.b64encode(key).decode(),
             "LEDGER_DATA_DIR": str(data_dir),
         }
+        self.served: subprocess.Popen[str] | None = None
 
     def run(self, code: str, **args: Any) -> Any:
         """Run `code` in a fresh interpreter; return its `result`. A failure fails the
@@ -74,11 +75,12 @@ class ColdProcess:
         )
 
     @contextmanager
-    def serve(self, port: int) -> Iterator[str]:
-        """`ledger serve` (with its projector) in a new process; yields the GraphQL URL
-        once /readyz says ready, and checks that SIGTERM stops it cleanly."""
-        process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+    def serve(self, port: int, *options: str) -> Iterator[str]:
+        """`ledger serve` (with its projector and sealer) in a new process; yields the
+        GraphQL URL once /readyz says ready, and checks that SIGTERM stops it cleanly.
+        The process is `self.served` meanwhile."""
+        process = self.served = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(port), *options],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

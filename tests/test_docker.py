@@ -710,8 +710,10 @@ def test_compose_services_run_together(system: tuple[Cluster, Path], tmp_path: P
             p.send_signal(signal.SIGTERM)  # `docker compose stop`
         codes = [p.wait(timeout=15) for p in processes]  # compose waits 10 s, then kills
     logs = "\n".join(s.output()[-2000:] for s in everyone)
-    # uvicorn shuts down cleanly, then re-raises the signal: 143 in a container.
-    assert codes == [-signal.SIGTERM, -signal.SIGTERM, 0], logs
+    # uvicorn shuts down cleanly, then re-raises the signal (143 in a container) with one
+    # worker, or exits 0 as the manager of several (the default: one per core).
+    assert [c in (0, -signal.SIGTERM) for c in codes[:2]] == [True, True] and codes[2] == 0, (
+        codes, logs)  # fmt: skip
     for api in apis:
         assert "Application shutdown complete." in api.output(), api.output()
     assert "projector: stopped" in projector.output()

@@ -29,6 +29,11 @@ def register(sub: Subparsers[Parser]) -> None:
     init.set_defaults(run=cmd_init)
 
     project = sub.add_parser("project", help="keep every projection live until stopped")
+    project.add_argument(
+        "--only",
+        choices=("projector", "sealer"),
+        help="run one follower (ledger serve runs each as a child process); default: both",
+    )
     project.set_defaults(run=cmd_project)
 
     rebuild = sub.add_parser("rebuild", help="rebuild projections from position zero")
@@ -74,11 +79,16 @@ def cmd_project(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop_on_signal)
     signal.signal(signal.SIGINT, stop_on_signal)
     with open_database_and_ledger() as (database, ledger):
-        sealer = threading.Thread(target=Sealer(ledger, database).follow, args=(stop,))
-        sealer.start()
-        run_until_stopped(Projector(ledger, database), stop)
-        sealer.join()
-    log.info("projector: stopped")
+        if args.only == "sealer":
+            Sealer(ledger, database).follow(stop)
+        elif args.only == "projector":
+            run_until_stopped(Projector(ledger, database), stop)
+        else:
+            sealer = threading.Thread(target=Sealer(ledger, database).follow, args=(stop,))
+            sealer.start()
+            run_until_stopped(Projector(ledger, database), stop)
+            sealer.join()
+    log.info("%s: stopped", args.only or "projector")
     return 0
 
 

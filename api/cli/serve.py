@@ -24,8 +24,14 @@ def register(sub: Subparsers[Parser]) -> None:
     serve = sub.add_parser("serve", help="serve the GraphQL API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=port_number, default=8000)
-    serve.add_argument("--workers", type=positive, default=1)
-    serve.add_argument("--no-projector", action="store_true", help="run `ledger project` apart")
+    serve.add_argument(
+        "--workers", type=positive, default=None, help="API processes (default: one per core)"
+    )
+    serve.add_argument(
+        "--no-projector",
+        action="store_true",
+        help="start no projector and sealer child processes (run `ledger project` apart)",
+    )
     serve.add_argument("--demo-token", action="store_true", help="print a new regulator token")
     serve.set_defaults(run=cmd_serve)
 
@@ -57,6 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # memory; with several workers, they share a fresh folder inside it (api.metrics).
     metrics_parent = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from api.serve import serve
+    from api.supervisor import default_workers
     from ledger.signing import Signer
 
     check_listen(args.host, args.port)
@@ -75,7 +82,6 @@ Try:
   curl -s {url} -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
     -d '{{"query": "{{ providers {{ code accounts shareVerified openReports }} }}"}}'
 """)
-    serve(
-        args.host, args.port, args.workers, not args.no_projector, metrics_parent=metrics_parent
-    )
+    workers = args.workers or default_workers()
+    serve(args.host, args.port, workers, not args.no_projector, metrics_parent=metrics_parent)
     return 0

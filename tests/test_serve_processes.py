@@ -1,0 +1,148 @@
+"""`ledger serve` as an operator runs it: the API processes only serve, and the projector
+and the sealer run as child processes that are restarted when they die and never outlive
+the server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ledger import Ledger
+from tests.api_server import free_port
+from tests.cold import ColdProcess
+from tests.world import World
+
+FOLLOWERS = ("projector", "sealer")
+LEDGER = [sys.executable, "-m", "api.cli"]
+
+
+def children(pid: int) -> dict[int, str]:
+    """The command lines of a process's children."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def followers(pid: int) -> dict[str, int]:
+    """Which child runs which follower."""
+    return {
+        name: child
+        for child, cmdline in children(pid).items()
+        for name in FOLLOWERS
+        if f"project --only {name}" in cmdline
+    }
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until(check: object, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def projected(url: str, ledger: Ledger) -> bool:
+    """Every follower, the sealer's tree included, has reached the log's head."""
+    report = httpx.get(url.replace("/graphql", "/readyz"), timeout=5).json()
+    lags = report.get("lag", {})
+    return report.get("head") == ledger.head() and "merkle" in lags and not any(lags.values())
+
+
+def test_followers_are_children_restarted_when_killed(
+    cold: ColdProcess, ledger: Ledger
+) -> None:
+    world = World(ledger)
+    with cold.serve(free_port(), "--workers", "2") as url:
+        assert cold.served is not None
+        server = cold.served.pid
+        first = followers(server)
+        assert set(first) == set(FOLLOWERS), children(server)
+        for name in FOLLOWERS:
+            os.kill(first[name], signal.SIGKILL)
+        wait_until(lambda: set(followers(server)) == set(FOLLOWERS)
+                   and not set(followers(server).values()) & set(first.values()),
+                   "the killed followers were not restarted")  # fmt: skip
+        world.sanction(world.account(), "warning")
+        wait_until(lambda: projected(url, ledger), "a write after the restart was not projected")
+        # The API processes (uvicorn's workers) hold no follower of their own.
+        api = api_processes(server)
+        assert len(api) == 2, children(server)
+        for pid in api:
+            assert followers(pid) == {} and children(pid) == {}
+        last = followers(server)
+    # SIGTERM (by cold.serve) stopped the server cleanly: no follower outlives it.
+    assert not any(alive(pid) for pid in last.values())
+
+
+def test_no_follower_outlives_a_killed_server(cold: ColdProcess) -> None:
+    process = subprocess.Popen(
+        [*LEDGER, "serve", "--port", str(free_port()), "--workers", "1"],
+        env=cold.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: set(followers(process.pid)) == set(FOLLOWERS), "no followers started")
+        started = followers(process.pid)
+    finally:
+        process.kill()
+        process.wait()
+    wait_until(lambda: not any(alive(pid) for pid in started.values()),
+               "a follower outlived its killed server", timeout=10)  # fmt: skip
+
+
+@pytest.mark.parametrize("only", ["projector", "sealer"])
+def test_project_only_runs_one_follower(cold: ColdProcess, only: str) -> None:
+    """What the server's children run: `ledger project --only NAME`, stopped by SIGTERM."""
+    process = subprocess.Popen(
+        [*LEDGER, "project", "--only", only], env=cold.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(3)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert f"{only}: stopped" in err, err
+
+
+def test_no_api_process_outlives_a_killed_server(cold: ColdProcess) -> None:
+    """uvicorn's workers too: one left behind would hold the port a restart needs."""
+    port = free_port()
+    process = subprocess.Popen([*LEDGER, "serve", "--port", str(port), "--workers", "2"],
+                               env=cold.env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_until(lambda: len(api_processes(process.pid)) == 2, "no API processes started")
+        started = api_processes(process.pid)
+    finally:
+        process.kill()
+        process.wait()
+    wait_until(lambda: not any(alive(pid) for pid in started),
+               "an API process outlived its killed server", timeout=10)  # fmt: skip
+    with cold.serve(port) as url:  # the port is free again
+        assert httpx.get(url.replace("/graphql", "/healthz"), timeout=5).status_code == 200
+
+
+def api_processes(server: int) -> list[int]:
+    return [pid for pid, cmdline in children(server).items() if "spawn_main" in cmdline]
