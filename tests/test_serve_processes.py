@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+from psycopg.rows import DictRow
 
 from ledger import Ledger
 from tests.api_server import free_port
@@ -113,13 +115,20 @@ def test_no_follower_outlives_a_killed_server(cold: ColdProcess) -> None:
 
 
 @pytest.mark.parametrize("only", ["projector", "sealer"])
-def test_project_only_runs_one_follower(cold: ColdProcess, only: str) -> None:
+def test_project_only_runs_one_follower(
+    cold: ColdProcess, reader: psycopg.Connection[DictRow], only: str
+) -> None:
     """What the server's children run: `ledger project --only NAME`, stopped by SIGTERM."""
     process = subprocess.Popen(
         [*LEDGER, "project", "--only", only], env=cold.env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(3)
+    listening = (
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'ledger-projector-listen'"
+    )
+    wait_until(lambda: reader.execute(listening).fetchone()["n"] == 1,  # type: ignore[index]
+               f"{only} did not start following", timeout=60)  # fmt: skip
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
