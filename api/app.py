@@ -28,6 +28,7 @@ from api.cache import ResponseCache
 from api.graphql.compiler.cost import CostLimit
 from api.graphql.errors import UNAVAILABLE
 from api.graphql.schema import build_schema
+from api.health import HealthLine
 from api.http import GRAPHIQL_DIR, GraphQLHttp
 from api.live import Broadcaster
 from api.logs import RequestLog
@@ -40,6 +41,7 @@ from api.state import (
     make_pool,
     prepare_tables,
     replica_status,
+    session_settings,
 )
 from api.websocket import WebSocketGraphQL
 from ledger.application import Ledger
@@ -79,7 +81,6 @@ class BodyLimit:
 
 
 READY_WITHIN_SECONDS = 0.8
-HEALTH_POOL_SIZE = 2  # /readyz and /metrics' read side, on connections of their own
 STALLED_AFTER_SECONDS = float(os.environ.get("LEDGER_READY_MAX_STALL", "30"))
 
 
@@ -160,16 +161,14 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
     pool_size = int(os.environ.get("LEDGER_POOL_SIZE", "5")) * 2
     # A hot standby for the reads; writes, the raw log and the live feed stay on the primary.
     read_url = os.environ.get("LEDGER_READ_DATABASE_URL") or None
-    health = [read_url or database, *([database] if read_url else [])]
+    health = [read_url or database.conninfo, *([database.conninfo] if read_url else [])]
     state = ApiState(
         database=database,
         ledger=ledger,
         schema=schema,
         pool=make_pool(read_url or database, schema, pool_size),
         primary_pool=make_pool(database, schema, pool_size) if read_url else None,
-        health_pools=[
-            make_pool(db, schema, HEALTH_POOL_SIZE, READY_WITHIN_SECONDS) for db in health
-        ],
+        health_lines=[HealthLine(url, session_settings(schema)) for url in health],
         read_wait=float(os.environ.get("LEDGER_READ_WAIT", "5")),
         executor=ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="ledger-store"),
         max_lag_events=int(os.environ.get("LEDGER_READY_MAX_LAG", "10000")),
@@ -241,6 +240,8 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
             await broadcaster.stop()
             for pool in state.pools:
                 await pool.close()
+            for line in state.health_lines:
+                await line.close()
             state.executor.shutdown(wait=False, cancel_futures=True)
 
     app = Starlette(

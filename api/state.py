@@ -2,7 +2,8 @@
 pool for the read tables (a hot standby's when `LEDGER_READ_DATABASE_URL` is set, with a
 second pool to the primary beside it), a thread pool for the event store's blocking
 calls, each behind a gate that sheds what cannot be served in time (api.admission), a
-tiny pool of its own for health checks, and the live fan-out of new events."""
+connection of its own for health checks (api.health), and the live fan-out of new
+events."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import auth, logs
 from api.admission import Gate
+from api.health import HealthLine
 from ledger.application import Ledger
 from ledger.database import POOL_TIMEOUT_S, Database
 from ledger.log import LoggedEvent
@@ -81,8 +83,8 @@ class ApiState:
     # The primary's pool when `pool` reads a hot standby (None: `pool` is the primary's).
     primary_pool: AsyncConnectionPool | None = None
     read_wait: float = 5.0  # seconds a read waits for a position it was given
-    # Health checks' own pools, beside `pool` (and `primary_pool`): never behind a request.
-    health_pools: list[AsyncConnectionPool] = field(default_factory=list)
+    # Health checks' own connections (the standby's, then the primary's with a replica).
+    health_lines: list[HealthLine] = field(default_factory=list)
     overload_wait: float = 0.25  # seconds a request waits for a slot before OVERLOADED
     overload_queue: int = 0  # requests that may wait for a slot of one gate (0: no bound)
     gates: dict[str, Gate] = field(init=False)
@@ -103,8 +105,7 @@ class ApiState:
 
     @property
     def pools(self) -> list[AsyncConnectionPool]:
-        main = [self.pool] if self.primary_pool is None else [self.pool, self.primary_pool]
-        return [*main, *self.health_pools]
+        return [self.pool] if self.primary_pool is None else [self.pool, self.primary_pool]
 
     async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call (the event store's) off the event loop, on a thread of
@@ -155,8 +156,12 @@ class ApiState:
     async def health_fetch(self, query: Any, *, primary: bool = False) -> list[dict[str, Any]]:
         """Rows read on a health check's own connection (the primary's with `primary`
         and a replica): not behind the requests, so it answers while they queue."""
-        pool = self.health_pools[-1] if primary else self.health_pools[0]
-        return await _fetch(pool, query, None, "health check")
+        line = self.health_lines[-1] if primary else self.health_lines[0]
+        try:
+            return await line.fetch(query)
+        except DATABASE_FAULTS as exc:
+            log.warning("health check: database unavailable: %s", type(exc).__name__)
+            raise DatabaseUnavailable from None
 
     async def wait_for_position(self, position: int, timeout: float | None = None) -> int:
         """Return once every projection in the read tables (the standby's, with a
@@ -228,11 +233,8 @@ def session_settings(schema: str) -> sql.Composed:
     ).format(sql.Identifier(schema))
 
 
-def make_pool(
-    database: Database | str, schema: str, size: int, timeout: float = POOL_TIMEOUT_S
-) -> AsyncConnectionPool:
-    """An async pool to a database (or a conninfo: a standby's), rows as dicts;
-    `timeout`: seconds a caller waits for a connection (then PoolTimeout)."""
+def make_pool(database: Database | str, schema: str, size: int) -> AsyncConnectionPool:
+    """An async pool to a database (or a conninfo: a standby's), rows as dicts."""
 
     async def configure(conn: AsyncConnection[Any]) -> None:
         await conn.execute(session_settings(schema))
@@ -244,7 +246,7 @@ def make_pool(
         kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5},
         configure=configure,
         open=False,
-        timeout=timeout,
+        timeout=POOL_TIMEOUT_S,
     )
 
 
