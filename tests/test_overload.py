@@ -95,18 +95,18 @@ def readyz(api: ApiServer) -> tuple[int, dict[str, Any], float]:
     return response.status_code, response.json(), time.monotonic() - started
 
 
-def shed_count(api: ApiServer, gate: str) -> float:
+def shed_count(api: ApiServer, gate: str, reason: str = "wait") -> float:
     text = httpx.get(api.url.removesuffix("/graphql") + "/metrics", timeout=10).text
-    found = re.search(rf'ledger_requests_shed_total{{gate="{gate}",reason="wait"}} (\S+)', text)
+    found = re.search(rf'ledger_requests_shed_total{{gate="{gate}",reason="{reason}"}} (\S+)', text)
     return float(found[1]) if found else 0.0
 
 
-def assert_overloaded(response: httpx.Response, seconds: float) -> None:
+def assert_overloaded(response: httpx.Response, seconds: float, within: float = IN_TIME) -> None:
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"] == "1"
     (error,) = response.json()["errors"]
     assert error["extensions"] == {"code": "OVERLOADED", "retryable": True, "retryAfter": 1}
-    assert seconds < IN_TIME, seconds
+    assert seconds < within, seconds
 
 
 def assert_ok(response: httpx.Response) -> dict[str, Any]:
@@ -176,6 +176,30 @@ def test_reads_past_the_pool_are_refused_overloaded_in_time_without_a_statement(
     assert shed_count(api, "read") - before == 10
     # The load has passed: reads are answered again.
     assert assert_ok(read(api, token))["data"]["accounts"]["edges"]
+
+
+def test_past_the_queue_bound_a_request_is_refused_at_once(
+    ledger: Ledger, database: Database, schema: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEDGER_POOL_SIZE", "1")
+    monkeypatch.setenv("LEDGER_OVERLOAD_WAIT", "3")
+    monkeypatch.setenv("LEDGER_OVERLOAD_QUEUE", "2")
+    with running_api(ledger, database, schema) as api:
+        World(ledger).account()
+        api.settle()
+        token = api.token("regulator")
+        before = {reason: shed_count(api, "read", reason) for reason in ("queue", "wait")}
+        with reads_held(api, token) as (pool, holder):
+            shed = [pool.submit(timed, read, api, token) for _ in range(8)]
+            answers = sorted((f.result(timeout=20) for f in shed), key=lambda a: a[1])
+            assert waiting_on(api, holder) == SLOTS
+        for response, seconds in answers:
+            assert_overloaded(response, seconds, within=3 + IN_TIME)
+        # Two waited out their 3 s; the others found the queue full and were refused then.
+        assert [seconds >= 3 for _, seconds in answers] == [False] * 6 + [True] * 2
+        assert all(seconds < IN_TIME for _, seconds in answers[:6]), answers
+        after = {reason: shed_count(api, "read", reason) for reason in ("queue", "wait")}
+        assert (after["queue"] - before["queue"], after["wait"] - before["wait"]) == (6, 2)
 
 
 def test_writes_past_the_executor_are_refused_overloaded_and_never_run(
