@@ -141,11 +141,6 @@ def _sheddable(record: logs.RequestRecord | None, gate: str) -> bool:
     )
 
 
-def describe(gates: dict[str, Gate]) -> dict[str, Any]:
-    """The gates' state, for /readyz: size, in use, waiting, and whether any is busy."""
-    return {name: gate.stats() for name, gate in gates.items()}
-
-
 def refusal_body() -> dict[str, Any]:
     """The body of a request refused as a whole: GraphQL JSON, no `data`."""
     return {"errors": [{"message": Overloaded.message, "extensions": dict(OVERLOADED)}]}

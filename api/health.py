@@ -23,7 +23,7 @@ class HealthLine:
     on it (each is one short statement). A check given up on (a timeout) drops it: it
     may be mid-statement."""
 
-    def __init__(self, conninfo: str, settings: sql.Composable) -> None:
+    def __init__(self, conninfo: str, settings: sql.Composed) -> None:
         self.conninfo, self.settings = conninfo, settings
         self.conn: AsyncConnection[Any] | None = None
         self.lock = asyncio.Lock()
@@ -37,7 +37,7 @@ class HealthLine:
                 try:
                     conn = await self._connection()
                     cur = await conn.execute(query)
-                    return await cur.fetchall()  # type: ignore[return-value]
+                    return await cur.fetchall()
                 except LOST:
                     await self.close()
                     if not kept or attempt == 2:
@@ -50,7 +50,7 @@ class HealthLine:
     async def _connection(self) -> AsyncConnection[Any]:
         if self.conn is None or self.conn.closed:
             conn = await AsyncConnection.connect(
-                self.conninfo, autocommit=True, row_factory=dict_row,  # type: ignore[arg-type]
+                self.conninfo, autocommit=True, row_factory=dict_row,
                 connect_timeout=CONNECT_TIMEOUT_S,
             )  # fmt: skip
             await conn.execute(self.settings)

@@ -141,10 +141,21 @@ class ApiState:
         """Rows from the read tables (the standby's, with a replica, unless `primary`).
         A connection the server closed (a restart, a terminated backend) is dropped and
         the query tried once more on a fresh one."""
-        primary = primary and self.primary_pool is not None
         pool = self.primary_pool if primary and self.primary_pool is not None else self.pool
-        async with self.gates["primary" if primary else "read"].slot():
-            return await _fetch(pool, query, params, "read tables")
+        async with self.gates["read" if pool is self.pool else "primary"].slot():
+            for attempt in (1, 2):
+                try:
+                    async with pool.connection() as conn:
+                        cur = await conn.execute(query, params)
+                        return await cur.fetchall()  # type: ignore[return-value]
+                except DATABASE_FAULTS as exc:
+                    log.warning(
+                        "read tables unavailable (attempt %d): %s", attempt, type(exc).__name__
+                    )
+                    if attempt == 2 or isinstance(exc, PoolTimeout):  # no connection to be had
+                        raise DatabaseUnavailable from None
+                    await pool.check()
+        raise AssertionError("unreachable")
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
@@ -190,24 +201,6 @@ class ApiState:
     ) -> list[LoggedEvent]:
         """Up to `limit` events after a position, read off the event loop."""
         return await self.blocking(_log_page, self.ledger, after, limit, types, originator_id)
-
-
-async def _fetch(
-    pool: AsyncConnectionPool, query: Any, params: Any, what: str
-) -> list[dict[str, Any]]:
-    """Rows from a pool. A connection the server closed (a restart, a terminated
-    backend) is dropped and the query tried once more on a fresh one."""
-    for attempt in (1, 2):
-        try:
-            async with pool.connection() as conn:
-                cur = await conn.execute(query, params)
-                return await cur.fetchall()  # type: ignore[return-value]
-        except DATABASE_FAULTS as exc:
-            log.warning("%s unavailable (attempt %d): %s", what, attempt, type(exc).__name__)
-            if attempt == 2 or isinstance(exc, PoolTimeout):  # no connection to be had
-                raise DatabaseUnavailable from None
-            await pool.check()
-    raise AssertionError("unreachable")
 
 
 def _leave_from_thread(loop: asyncio.AbstractEventLoop, gate: Gate, _: Future[Any]) -> None:
