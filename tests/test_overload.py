@@ -145,6 +145,13 @@ def until_waiting(api: ApiServer, holder: int, count: int) -> None:
         time.sleep(0.02)
 
 
+def until_executor_taken(api: ApiServer) -> None:
+    deadline = time.monotonic() + 15
+    while readyz(api)[1]["pools"]["executor"]["in_use"] < SLOTS:
+        assert time.monotonic() < deadline, "the executor's threads are not all taken"
+        time.sleep(0.02)
+
+
 @contextmanager
 def reads_held(api: ApiServer, token: str) -> Iterator[tuple[ThreadPoolExecutor, int]]:
     """Both read connections taken by requests waiting on a lock; the requests answer
@@ -211,8 +218,8 @@ def test_writes_past_the_executor_are_refused_overloaded_and_never_run(
     with ThreadPoolExecutor(16) as pool:
         with locked(api, events, "EXCLUSIVE") as holder:
             admitted = [pool.submit(impose, api, token, account, f"a{i}") for i in range(SLOTS)]
-            until_waiting(api, holder, 1)  # a command is in the database, its peer queued
-            time.sleep(0.2)  # both executor threads taken
+            until_waiting(api, holder, 1)  # a command waits in the database
+            until_executor_taken(api)  # and its peer waits for it on the other thread
             shed = [pool.submit(timed, impose, api, token, account, f"s{i}") for i in range(6)]
             answers = [future.result(timeout=20) for future in shed]
         acknowledged = [assert_ok(f.result(timeout=20)) for f in admitted]
