@@ -11,6 +11,7 @@ they ran would be waiting on the lock too, and the lock's waiters are counted.""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -35,7 +36,10 @@ pytestmark = pytest.mark.timeout(240)
 
 WAIT = 0.3  # LEDGER_OVERLOAD_WAIT
 SLOTS = 2  # LEDGER_POOL_SIZE=1: read connections, and executor threads
-IN_TIME = WAIT + 1.2  # a refusal, from a client thread on a loaded machine (today: 2 s and more)
+# A refusal, as the server timed it (its access log), and as a client saw it on a loaded
+# machine (two cores shared with other suites). Today: 2 s and more, STORAGE_UNAVAILABLE.
+IN_TIME, CLIENT_IN_TIME = WAIT + 0.3, 2.0
+READY_IN_TIME = 1.0  # /readyz, as the server timed it
 READ = "query($n: Int) { accounts(first: $n) { edges { node { id status } } } }"
 IMPOSE = """mutation($id: ID!, $key: String!) { imposeSanction(input: {accountId: $id,
   level: "warning", ruleIds: ["art.9"], reason: "r"}, idempotencyKey: $key) {
@@ -52,6 +56,47 @@ def cluster() -> Iterator[Cluster]:
 def database(cluster: Cluster) -> Iterator[Database]:
     with Database(cluster.url) as db:
         yield db
+
+
+class Durations(logging.Handler):
+    """Seconds the server took per request id, from its access log lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seconds: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict) and "request_id" in fields:
+            self.seconds[fields["request_id"]] = fields["duration_ms"] / 1000
+
+    def of(self, response: httpx.Response) -> float:
+        """The server's time for a response (its line is written just after it is sent)."""
+        deadline = time.monotonic() + 5
+        while (found := self.seconds.get(response.headers["x-request-id"])) is None:
+            assert time.monotonic() < deadline, "no access log line for the response"
+            time.sleep(0.01)
+        return found
+
+
+SERVED = Durations()
+# One client for every request: a client per request spends more on its TLS setup than
+# the server on a refusal.
+HTTP = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=100))
+
+
+@pytest.fixture(autouse=True)
+def access_log() -> Iterator[None]:
+    logger = logging.getLogger("ledger.api.access")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)  # /readyz's lines are DEBUG
+    logger.addHandler(SERVED)
+    try:
+        yield
+    finally:
+        logger.removeHandler(SERVED)
+        logger.setLevel(level)
+        SERVED.seconds.clear()
 
 
 @pytest.fixture
@@ -81,32 +126,41 @@ def timed(call: Any, *args: Any) -> tuple[httpx.Response, float]:
     return response, time.monotonic() - started
 
 
+def post(api: ApiServer, body: dict[str, Any], token: str) -> httpx.Response:
+    return HTTP.post(api.url, json=body, headers={"Authorization": f"Bearer {token}"})
+
+
 def read(api: ApiServer, token: str) -> httpx.Response:
-    return api.post({"query": READ, "variables": {"n": 5}}, token)
+    return post(api, {"query": READ, "variables": {"n": 5}}, token)
 
 
 def impose(api: ApiServer, token: str, account: str, key: str) -> httpx.Response:
-    return api.post({"query": IMPOSE, "variables": {"id": account, "key": key}}, token)
+    return post(api, {"query": IMPOSE, "variables": {"id": account, "key": key}}, token)
 
 
 def readyz(api: ApiServer) -> tuple[int, dict[str, Any], float]:
+    """The status, the report, and the seconds the server took (and the client under
+    CLIENT_IN_TIME)."""
     started = time.monotonic()
-    response = httpx.get(api.url.removesuffix("/graphql") + "/readyz", timeout=10)
-    return response.status_code, response.json(), time.monotonic() - started
+    response = HTTP.get(api.url.removesuffix("/graphql") + "/readyz")
+    assert time.monotonic() - started < CLIENT_IN_TIME
+    return response.status_code, response.json(), SERVED.of(response)
 
 
 def shed_count(api: ApiServer, gate: str, reason: str = "wait") -> float:
-    text = httpx.get(api.url.removesuffix("/graphql") + "/metrics", timeout=10).text
+    text = HTTP.get(api.url.removesuffix("/graphql") + "/metrics").text
     found = re.search(rf'ledger_requests_shed_total{{gate="{gate}",reason="{reason}"}} (\S+)', text)
     return float(found[1]) if found else 0.0
 
 
 def assert_overloaded(response: httpx.Response, seconds: float, within: float = IN_TIME) -> None:
+    """Refused, in time: `seconds` as the client saw it, `within` as the server did."""
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"] == "1"
     (error,) = response.json()["errors"]
     assert error["extensions"] == {"code": "OVERLOADED", "retryable": True, "retryAfter": 1}
-    assert seconds < within, seconds
+    assert SERVED.of(response) < within, SERVED.of(response)
+    assert seconds < within - IN_TIME + CLIENT_IN_TIME, seconds
 
 
 def assert_ok(response: httpx.Response) -> dict[str, Any]:
@@ -147,9 +201,11 @@ def until_waiting(api: ApiServer, holder: int, count: int) -> None:
 
 def until_executor_taken(api: ApiServer) -> None:
     deadline = time.monotonic() + 15
-    while readyz(api)[1]["pools"]["executor"]["in_use"] < SLOTS:
+    while (pools := readyz(api)[1].get("pools")) and pools["executor"]["in_use"] < SLOTS:
         assert time.monotonic() < deadline, "the executor's threads are not all taken"
         time.sleep(0.02)
+    if pools is None:  # a server that does not say: give it time
+        time.sleep(1)
 
 
 @contextmanager
@@ -198,13 +254,14 @@ def test_past_the_queue_bound_a_request_is_refused_at_once(
         before = {reason: shed_count(api, "read", reason) for reason in ("queue", "wait")}
         with reads_held(api, token) as (pool, holder):
             shed = [pool.submit(timed, read, api, token) for _ in range(8)]
-            answers = sorted((f.result(timeout=20) for f in shed), key=lambda a: a[1])
+            answers = [f.result(timeout=20) for f in shed]
             assert waiting_on(api, holder) == SLOTS
         for response, seconds in answers:
             assert_overloaded(response, seconds, within=3 + IN_TIME)
-        # Two waited out their 3 s; the others found the queue full and were refused then.
-        assert [seconds >= 3 for _, seconds in answers] == [False] * 6 + [True] * 2
-        assert all(seconds < IN_TIME for _, seconds in answers[:6]), answers
+        # Two waited out their 3 s; the others found the queue full and were refused at once.
+        served = sorted(SERVED.of(response) for response, _ in answers)
+        assert [s >= 3 for s in served] == [False] * 6 + [True] * 2, served
+        assert all(s < IN_TIME - WAIT for s in served[:6]), served
         after = {reason: shed_count(api, "read", reason) for reason in ("queue", "wait")}
         assert (after["queue"] - before["queue"], after["wait"] - before["wait"]) == (6, 2)
 
@@ -230,7 +287,7 @@ def test_writes_past_the_executor_are_refused_overloaded_and_never_run(
         assert body["data"] is None or body["data"]["imposeSanction"] is None, body
         assert body["errors"][0]["extensions"]["code"] == "OVERLOADED", body
         assert body["errors"][0]["extensions"]["retryable"] is True
-        assert seconds < IN_TIME, seconds
+        assert SERVED.of(response) < IN_TIME and seconds < CLIENT_IN_TIME, seconds
     assert all(a["data"]["imposeSanction"]["__typename"] == "CommandSuccess" for a in acknowledged)
     # Only the admitted commands were recorded; the shed ones, retried, are recorded once.
     assert len(list(ledger.read_log(head))) == SLOTS
@@ -256,7 +313,7 @@ def test_a_websocket_operation_is_refused_overloaded(
         error = message["payload"]["errors"][0]
         assert error["extensions"]["code"] == "OVERLOADED", message
         assert error["extensions"]["retryAfter"] == 1
-        assert seconds < IN_TIME, seconds
+        assert seconds < CLIENT_IN_TIME, seconds
         assert json.loads(ws.recv(timeout=10))["type"] == "complete"
         # The load has passed: the same connection is answered again.
         ws.send(json.dumps({"id": "2", "type": "subscribe", "payload": {
@@ -286,7 +343,7 @@ def test_readyz_reports_the_pools_within_a_second_while_they_are_exhausted(
         for loader in loaders:
             loader.result(timeout=20)
     for status, report, seconds in probes:
-        assert seconds < 1.0, seconds
+        assert seconds < READY_IN_TIME, seconds
         assert status == 200, report  # busy, and ready: see docs/operations.md
         assert report["database"] is True and report["busy"] is True, report
         assert report["pools"]["read"]["in_use"] == report["pools"]["read"]["size"] == SLOTS
@@ -303,19 +360,19 @@ def test_readyz_tells_busy_from_down(
     with reads_held(api, token):
         busy = readyz(api)
     assert busy[0] == 200 and busy[1]["database"] is True and busy[1]["busy"] is True, busy
-    assert busy[2] < 1.0
+    assert busy[2] < READY_IN_TIME
     cluster.stop("fast")
     try:
         down = [readyz(api) for _ in range(3)]
     finally:
         cluster.start()
     for status, report, seconds in down:
-        assert seconds < 1.0, seconds
+        assert seconds < READY_IN_TIME, seconds
         assert status == 503 and report["database"] is False, report
         assert report["busy"] is False and report["pools"]["read"]["size"] == SLOTS, report
     back = time.monotonic()
     while (probe := readyz(api))[0] != 200:
-        assert probe[2] < 1.0, probe
+        assert probe[2] < READY_IN_TIME, probe
         assert time.monotonic() - back < 5.0, probe
         time.sleep(0.1)
     assert probe[1]["database"] is True
