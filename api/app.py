@@ -23,10 +23,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import metrics
+from api.admission import RETRY_HEADERS, Overloaded, refusal_body
 from api.cache import ResponseCache
 from api.graphql.compiler.cost import CostLimit
 from api.graphql.errors import UNAVAILABLE
 from api.graphql.schema import build_schema
+from api.health import HealthLine
 from api.http import GRAPHIQL_DIR, GraphQLHttp
 from api.live import Broadcaster
 from api.logs import RequestLog
@@ -39,6 +41,7 @@ from api.state import (
     make_pool,
     prepare_tables,
     replica_status,
+    session_settings,
 )
 from api.websocket import WebSocketGraphQL
 from ledger.application import Ledger
@@ -87,7 +90,8 @@ READ_MODELS = frozenset(p.name for p in PROJECTIONS)
 async def readiness(state: ApiState) -> dict[str, Any]:
     """Ready: the database answers, no projection is more than `max_lag_events` behind,
     none has dead letters, and none is stalled: it has not moved for
-    `STALLED_AFTER_SECONDS` while an event that old waits for it."""
+    `STALLED_AFTER_SECONDS` while an event that old waits for it. Read on the health
+    checks' own connection, so a queue of requests does not delay it."""
     query = sql.SQL(
         "SELECT p.name, p.position, h.head, extract(epoch FROM now() - p.updated_at) AS idle,"
         " (SELECT count(*) FROM projection_failures f WHERE f.projection = p.name) AS failures,"
@@ -98,7 +102,7 @@ async def readiness(state: ApiState) -> dict[str, Any]:
         " FROM projection_positions p,"
         " (SELECT coalesce(max(notification_id), 0) AS head FROM {e}) h"
     ).format(e=state.ledger.store.events_table)
-    found = await state.fetch(query)
+    found = await state.health_fetch(query)
     head = found[0]["head"] if found else None
     lag = {r["name"]: r["head"] - r["position"] for r in found}
     failures = {r["name"]: r["failures"] for r in found if r["failures"]}
@@ -128,6 +132,19 @@ async def unavailable(request: Request, exc: Exception) -> Response:
     return JSONResponse({"errors": [error]}, status_code=503, headers={"Retry-After": "1"})
 
 
+async def overloaded(request: Request, exc: Exception) -> Response:
+    return JSONResponse(refusal_body(), status_code=503, headers=RETRY_HEADERS)
+
+
+def pools_state(state: ApiState) -> dict[str, dict[str, int]]:
+    """Each gate's slots (size), in use and waiting; a pool's connections open too."""
+    report = {name: gate.stats() for name, gate in state.gates.items()}
+    for name, pool in (("read", state.pool), ("primary", state.primary_pool)):
+        if pool is not None:
+            report[name]["open"] = pool.get_stats().get("pool_size", 0)
+    return report
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
     request_id = request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex[:16]
     log.error("request %s: unexpected error", request_id, exc_info=exc)
@@ -144,16 +161,20 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
     pool_size = int(os.environ.get("LEDGER_POOL_SIZE", "5")) * 2
     # A hot standby for the reads; writes, the raw log and the live feed stay on the primary.
     read_url = os.environ.get("LEDGER_READ_DATABASE_URL") or None
+    health = [read_url or database.conninfo, *([database.conninfo] if read_url else [])]
     state = ApiState(
         database=database,
         ledger=ledger,
         schema=schema,
         pool=make_pool(read_url or database, schema, pool_size),
         primary_pool=make_pool(database, schema, pool_size) if read_url else None,
+        health_lines=[HealthLine(url, session_settings(schema)) for url in health],
         read_wait=float(os.environ.get("LEDGER_READ_WAIT", "5")),
         executor=ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="ledger-store"),
         max_lag_events=int(os.environ.get("LEDGER_READY_MAX_LAG", "10000")),
         public_key=Signer.from_environment(data_dir()).public_key_hex,
+        overload_wait=float(os.environ.get("LEDGER_OVERLOAD_WAIT", "0.25")),
+        overload_queue=int(os.environ.get("LEDGER_OVERLOAD_QUEUE", "0")),
     )
     schema = build_schema()
     # Outermost, so it sees errors as ErrorPolicy leaves them.
@@ -182,12 +203,18 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
         return report
 
     async def readyz(request: Request) -> Response:
+        """Within READY_WITHIN_SECONDS, whatever the load: the check reads on a connection
+        of its own. Busy (every slot of a gate taken, or requests waiting) is reported,
+        and is still ready: the gates shed what this process cannot serve in time, and
+        taking a busy instance out of a balancer piles its load onto the others."""
         try:
             report = await asyncio.wait_for(ready_with_replica(), READY_WITHIN_SECONDS)
-        except (TimeoutError, DatabaseUnavailable):
+        except (TimeoutError, DatabaseUnavailable):  # no answer in time: unreachable
             report = {"status": "unavailable", "database": False}
         except psycopg.errors.UndefinedTable:  # the projector has not set up its tables
             report = {"status": "no projections", "database": True}
+        report["busy"] = any(gate.busy for gate in state.gates.values())
+        report["pools"] = pools_state(state)
         report["live"] = state.extras["broadcaster"].live
         ready = report["status"] == "ready" and report["live"]
         if not ready and report["status"] == "ready":
@@ -213,6 +240,8 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
             await broadcaster.stop()
             for pool in state.pools:
                 await pool.close()
+            for line in state.health_lines:
+                await line.close()
             state.executor.shutdown(wait=False, cancel_futures=True)
 
     app = Starlette(
@@ -232,6 +261,7 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
         middleware=[Middleware(RequestLog, observe=metrics.observe_request), Middleware(BodyLimit)],
         exception_handlers={
             **{fault: unavailable for fault in (DatabaseUnavailable, *DATABASE_FAULTS)},
+            Overloaded: overloaded,
             Exception: unexpected,
         },
         lifespan=lifespan,

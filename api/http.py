@@ -41,6 +41,7 @@ from strawberry import Schema
 from strawberry.types import ExecutionResult
 
 from api import auth, logs, metrics
+from api.admission import RETRY_HEADERS, Overloaded
 from api.auth import Principal
 from api.graphql.compiler import Answer, Fallback, Outcome, Refused, build_compiler
 from api.graphql.compiler.cache import Lru
@@ -297,6 +298,8 @@ class GraphQLHttp:
         if _failed_before_execution(result):
             return self._request_failed(media, [e.formatted for e in result.errors or []])
         body = _result_body(result)
+        if _overloaded(result):  # a resolver found no connection or thread in time
+            return Response(body, status_code=503, media_type=media, headers=RETRY_HEADERS)
         if request.method == "GET":
             return _cacheable(request, body, media)
         return Response(body, media_type=media, headers={"Cache-Control": "no-store"})
@@ -319,6 +322,8 @@ class GraphQLHttp:
                 context.principal,
                 token_hash=digest,
             )
+        except Overloaded:  # no connection in time: refused (503), not tried again
+            raise
         except Exception:  # a fault of the compiler: strawberry still answers
             log.exception("compiling %s failed", gql.operation_name or "an operation")
             return Fallback("error")
@@ -429,6 +434,10 @@ def _failed_before_execution(result: Any) -> bool:
     """A parse, validation or variable error: no data, and no error has a path."""
     errors = getattr(result, "errors", None)
     return bool(errors) and result.data is None and all(e.path is None for e in errors)
+
+
+def _overloaded(result: ExecutionResult) -> bool:
+    return any((e.extensions or {}).get("code") == "OVERLOADED" for e in result.errors or ())
 
 
 def _result_body(result: ExecutionResult) -> bytes:

@@ -190,6 +190,7 @@ class RequestRecord:
     cache: str | None = None  # hit, miss
     connection: bool = False  # a WebSocket connection: its operations are records of their own
     operations: int = 0
+    admitted: set[str] = field(default_factory=set)  # gates it has passed (api.admission)
 
     def fields(self) -> dict[str, Any]:
         out = {

@@ -3,7 +3,8 @@
 Counted as they happen, in each process: commands by type and outcome, their latency,
 events appended, GraphQL requests by transport, type and outcome and their latency by
 operation name, subscribers connected and dropped as slow, response cache hits and
-misses, database pool connections in use and requests waiting. Read from
+misses, database pool connections in use and requests waiting, requests shed as
+OVERLOADED and the slots of each admission gate (api.admission). Read from
 `projection_positions` at each scrape: every projection's position, lag and dead letters
 (the sealer is the projection `merkle`), and the log's head.
 
@@ -132,6 +133,31 @@ POOL_MAX = Gauge(
     ["pool"],
     multiprocess_mode="livesum",
 )
+SHED = Counter(
+    "ledger_requests_shed",
+    "Requests refused as OVERLOADED before touching the database, by gate (read, primary:"
+    " their pools; executor: the event store's threads) and reason (wait: no slot within"
+    " LEDGER_OVERLOAD_WAIT; queue: LEDGER_OVERLOAD_QUEUE already waiting).",
+    ["gate", "reason"],
+)
+ADMISSION_IN_USE = Gauge(
+    "ledger_admission_in_use",
+    "Slots of an admission gate taken: connections of its pool, or executor threads.",
+    ["gate"],
+    multiprocess_mode="livesum",
+)
+ADMISSION_WAITING = Gauge(
+    "ledger_admission_waiting",
+    "Requests (and the server's own work) waiting for a slot of an admission gate.",
+    ["gate"],
+    multiprocess_mode="livesum",
+)
+ADMISSION_SLOTS = Gauge(
+    "ledger_admission_slots",
+    "Slots of an admission gate: its pool's connections, or the executor's threads.",
+    ["gate"],
+    multiprocess_mode="livesum",
+)
 
 # ----- counting -----------------------------------------------------------------------
 
@@ -207,13 +233,21 @@ def pools(state: ApiState) -> Iterator[tuple[str, dict[str, int]]]:
 
 
 def refresh(state: ApiState) -> None:
-    """This process's pool gauges, as they are now."""
+    """This process's pool and gate gauges, as they are now."""
     for name, stats in pools(state):
         size = stats.get("pool_size", 0)
         POOL_IN_USE.labels(name).set(size - stats.get("pool_available", 0))
         POOL_WAITING.labels(name).set(stats.get("requests_waiting", 0))
         POOL_SIZE.labels(name).set(size)
         POOL_MAX.labels(name).set(stats.get("pool_max", 0))
+    for name, gate in state.gates.items():
+        ADMISSION_IN_USE.labels(name).set(gate.in_use)
+        ADMISSION_WAITING.labels(name).set(gate.waiting)
+        ADMISSION_SLOTS.labels(name).set(gate.slots)
+
+
+def shed(gate: str, reason: str) -> None:
+    SHED.labels(gate, reason).inc()
 
 
 async def refresh_loop(state: ApiState) -> None:
@@ -258,6 +292,14 @@ class OperationLog(SchemaExtension):
                     with contextlib.suppress(ValueError):
                         logs.REQUEST.reset(token)
 
+    def on_execute(self) -> Iterator[None]:
+        # The type is known before anything runs: a subscription is not shed (api.admission).
+        ec = self.execution_context
+        record = logs.REQUEST.get()
+        if record is not None and record.operation_type is None and ec.graphql_document:
+            logs.note_operation(get_operation_ast(ec.graphql_document, ec.operation_name))
+        yield
+
     def _learn(self, record: logs.RequestRecord) -> None:
         ec = self.execution_context
         if ec.graphql_document is not None and record.operation_type is None:
@@ -293,13 +335,13 @@ READ_SIDE = (
 
 async def read_side(state: ApiState) -> list[Metric]:
     """The log's head and each projection's position, lag and dead letters: one query
-    (index lookups), read through the API's pool."""
+    (index lookups), read on the health checks' connection (not behind the requests)."""
     up = GaugeMetricFamily(
         "ledger_database_up", "Whether the scrape could read the database (1) or not (0)."
     )
     query = sql.SQL(READ_SIDE).format(e=state.ledger.store.events_table)
     try:
-        rows = await asyncio.wait_for(state.fetch(query), SCRAPE_TIMEOUT_SECONDS)
+        rows = await asyncio.wait_for(state.health_fetch(query), SCRAPE_TIMEOUT_SECONDS)
     except psycopg.errors.UndefinedTable:  # no projector has set up its tables yet
         rows = []
     except (TimeoutError, DatabaseUnavailable, *DATABASE_FAULTS):
@@ -449,6 +491,8 @@ def worker_exit() -> None:
 
 
 def install(state: ApiState) -> None:
-    """Count the ledger's submissions."""
+    """Count the ledger's submissions and the requests the gates shed."""
     if observe_submission not in state.ledger.observers:
         state.ledger.observers.append(observe_submission)
+    for gate in state.gates.values():
+        gate.on_shed = shed

@@ -1,16 +1,19 @@
 """What a running API process holds: the database, the ledger (write side), an async
 pool for the read tables (a hot standby's when `LEDGER_READ_DATABASE_URL` is set, with a
 second pool to the primary beside it), a thread pool for the event store's blocking
-calls, and the live fan-out of new events."""
+calls, each behind a gate that sheds what cannot be served in time (api.admission), a
+connection of its own for health checks (api.health), and the live fan-out of new
+events."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID
@@ -24,6 +27,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import auth, logs
+from api.admission import Gate
+from api.health import HealthLine
 from ledger.application import Ledger
 from ledger.database import POOL_TIMEOUT_S, Database
 from ledger.log import LoggedEvent
@@ -41,6 +46,12 @@ class DatabaseUnavailable(Exception):
     """The database could not be reached: clients see STORAGE_UNAVAILABLE and retry."""
 
     message = "the database is unavailable; retry shortly"
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        """graphql-core gives an error raised in a resolver these: a WebSocket's result
+        is sent before ErrorPolicy sees it (it carried GRAPHQL_VALIDATION_FAILED)."""
+        return {"code": "STORAGE_UNAVAILABLE", "retryable": True}
 
 
 class ReplicaBehind(Exception):
@@ -72,6 +83,20 @@ class ApiState:
     # The primary's pool when `pool` reads a hot standby (None: `pool` is the primary's).
     primary_pool: AsyncConnectionPool | None = None
     read_wait: float = 5.0  # seconds a read waits for a position it was given
+    # Health checks' own connections (the standby's, then the primary's with a replica).
+    health_lines: list[HealthLine] = field(default_factory=list)
+    overload_wait: float = 0.25  # seconds a request waits for a slot before OVERLOADED
+    overload_queue: int = 0  # requests that may wait for a slot of one gate (0: no bound)
+    gates: dict[str, Gate] = field(init=False)
+
+    def __post_init__(self) -> None:
+        slots = {"read": self.pool.max_size, "executor": self.executor._max_workers}
+        if self.primary_pool is not None:
+            slots["primary"] = self.primary_pool.max_size
+        self.gates = {
+            name: Gate(name, n, self.overload_wait, self.overload_queue)
+            for name, n in slots.items()
+        }
 
     @property
     def replica(self) -> bool:
@@ -83,12 +108,22 @@ class ApiState:
         return [self.pool] if self.primary_pool is None else [self.pool, self.primary_pool]
 
     async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a blocking call (the event store's) off the event loop."""
+        """Run a blocking call (the event store's) off the event loop, on a thread of
+        the executor's gate (Overloaded when none comes in time), held until the call
+        returns, even when the caller has stopped waiting for it."""
         loop = asyncio.get_running_loop()
+        gate = self.gates["executor"]
+        await gate.enter()
         # In the request's context, so what the call logs or counts names the request.
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         try:
-            return await loop.run_in_executor(self.executor, call)
+            done = self.executor.submit(call)
+        except BaseException:
+            gate.leave()
+            raise
+        done.add_done_callback(functools.partial(_leave_from_thread, loop, gate))
+        try:
+            return await asyncio.wrap_future(done)
         except DATABASE_FAULTS as exc:
             log.warning("event store unavailable: %s", type(exc).__name__)
             raise DatabaseUnavailable from None
@@ -107,17 +142,37 @@ class ApiState:
         A connection the server closed (a restart, a terminated backend) is dropped and
         the query tried once more on a fresh one."""
         pool = self.primary_pool if primary and self.primary_pool is not None else self.pool
-        for attempt in (1, 2):
-            try:
-                async with pool.connection() as conn:
-                    cur = await conn.execute(query, params)
-                    return await cur.fetchall()  # type: ignore[return-value]
-            except DATABASE_FAULTS as exc:
-                log.warning("read tables unavailable (attempt %d): %s", attempt, type(exc).__name__)
-                if attempt == 2 or isinstance(exc, PoolTimeout):  # no connection to be had
-                    raise DatabaseUnavailable from None
-                await pool.check()
+        async with self.gates["read" if pool is self.pool else "primary"].slot():
+            for attempt in (1, 2):
+                try:
+                    async with pool.connection() as conn:
+                        cur = await conn.execute(query, params)
+                        return await cur.fetchall()  # type: ignore[return-value]
+                except DATABASE_FAULTS as exc:
+                    log.warning(
+                        "read tables unavailable (attempt %d): %s", attempt, type(exc).__name__
+                    )
+                    if attempt == 2 or isinstance(exc, PoolTimeout):  # no connection to be had
+                        raise DatabaseUnavailable from None
+                    await pool.check()
         raise AssertionError("unreachable")
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection of the read pool, through its gate (Overloaded when none comes
+        in time); the database's faults are the caller's to handle."""
+        async with self.gates["read"].slot(), self.pool.connection() as conn:
+            yield conn
+
+    async def health_fetch(self, query: Any, *, primary: bool = False) -> list[dict[str, Any]]:
+        """Rows read on a health check's own connection (the primary's with `primary`
+        and a replica): not behind the requests, so it answers while they queue."""
+        line = self.health_lines[-1] if primary else self.health_lines[0]
+        try:
+            return await line.fetch(query)
+        except DATABASE_FAULTS as exc:
+            log.warning("health check: database unavailable: %s", type(exc).__name__)
+            raise DatabaseUnavailable from None
 
     async def wait_for_position(self, position: int, timeout: float | None = None) -> int:
         """Return once every projection in the read tables (the standby's, with a
@@ -146,6 +201,11 @@ class ApiState:
     ) -> list[LoggedEvent]:
         """Up to `limit` events after a position, read off the event loop."""
         return await self.blocking(_log_page, self.ledger, after, limit, types, originator_id)
+
+
+def _leave_from_thread(loop: asyncio.AbstractEventLoop, gate: Gate, _: Future[Any]) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop has closed: nothing waits any more
+        loop.call_soon_threadsafe(gate.leave)
 
 
 def _log_page(
@@ -250,7 +310,7 @@ async def replica_status(state: ApiState) -> dict[str, Any]:
         e=state.ledger.store.events_table
     )
     (standby,), (primary,) = await asyncio.gather(
-        state.fetch(query), state.fetch(head, primary=True)
+        state.health_fetch(query), state.health_fetch(head, primary=True)
     )
     ago = standby["replayed_ago"]
     return {

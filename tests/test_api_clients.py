@@ -205,6 +205,7 @@ ELSEWHERE = {
     "PROJECTION_LAG": "tests/test_api_clients.py",
     "SLOW_SUBSCRIBER": "tests/test_api_subscriptions.py",
     "STORAGE_UNAVAILABLE": "tests/test_api_faults.py",
+    "OVERLOADED": "tests/test_overload.py",
     "REPLICA_BEHIND": "tests/test_replica.py",
     "QUERY_TOO_COSTLY": "tests/test_compiled_reads.py",
     "INTERNAL": "tests/test_api_clients.py",

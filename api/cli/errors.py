@@ -46,6 +46,13 @@ def _positive_number(text: str) -> bool:
         return False
 
 
+def _seconds_from_zero(text: str) -> bool:
+    try:
+        return 0 <= float(text) < float("inf")
+    except ValueError:
+        return False
+
+
 # Numeric settings, read with int() or float() where they are used.
 NUMBERS: dict[str, tuple[Callable[[str], bool], str]] = {
     "LEDGER_POOL_SIZE": (_integer(1), "a positive whole number"),
@@ -53,6 +60,8 @@ NUMBERS: dict[str, tuple[Callable[[str], bool], str]] = {
     "LEDGER_SUBSCRIBER_BUFFER": (_integer(1), "a positive whole number"),
     "LEDGER_READY_MAX_LAG": (_integer(0), "a whole number from 0"),
     "LEDGER_WS_INIT_TIMEOUT": (_positive_number, "a positive number of seconds"),
+    "LEDGER_OVERLOAD_WAIT": (_seconds_from_zero, "a number of seconds from 0"),
+    "LEDGER_OVERLOAD_QUEUE": (_integer(0), "a whole number from 0"),
 }
 
 

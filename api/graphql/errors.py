@@ -14,6 +14,7 @@ from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from api import logs
+from api.admission import OVERLOADED, Overloaded
 from api.state import DATABASE_FAULTS, DatabaseUnavailable
 
 log = logging.getLogger("ledger.api")
@@ -41,6 +42,8 @@ ERROR_CODES: dict[str, str] = {
     "SLOW_SUBSCRIBER": "a subscriber fell too far behind; resubscribe from details.cursor",
     "STORAGE_UNAVAILABLE": "the database cannot be reached; retry (details.cursor to resume)",
     "REPLICA_BEHIND": "the read side did not reach X-Ledger-Min-Position in time; retry",
+    "OVERLOADED": "the server is busy: refused before touching the database; retry after"
+    " Retry-After (extensions.retryAfter) seconds",
     "QUERY_TOO_COSTLY": "the query may read more rows than LEDGER_QUERY_COST_LIMIT allows",
     "INTERNAL": "a fault of the server; the log holds the request id",
 }
@@ -84,6 +87,8 @@ class ErrorPolicy(SchemaExtension):
         if original is None or isinstance(original, GraphQLError):
             code = {"code": "GRAPHQL_VALIDATION_FAILED"}
             return _with(error, error.message, {**code, **(error.extensions or {})})
+        if isinstance(original, Overloaded):
+            return _with(error, Overloaded.message, dict(OVERLOADED))
         if isinstance(original, (DatabaseUnavailable, *DATABASE_FAULTS)):
             return _with(error, DatabaseUnavailable.message, UNAVAILABLE)
         request_id = logs.request_id() or uuid.uuid4().hex[:16]  # the X-Request-Id
