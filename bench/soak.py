@@ -82,6 +82,7 @@ from bench.soak_samples import (
     Connections,
     Sample,
     Scrape,
+    cpu_seconds,
     gc_pause_scrape,
     longest_pause,
     open_fds,
@@ -121,6 +122,7 @@ class Run:
     idle: Sample | None  # before the load
     head: int = 0  # the log's head once the writes have stopped
     server_exited: str | None = None
+    client_cpu: float | None = None  # this process's share of one core during the load
     notes: list[str] = field(default_factory=list)
 
 
@@ -257,12 +259,12 @@ class Sampler:
 
     async def sample(self, client: httpx.AsyncClient) -> Sample:
         pids = process_tree(self.server.process.pid)
-        rss, fds = rss_bytes(pids), open_fds(pids)
+        rss, fds, cpu = rss_bytes(pids), open_fds(pids), cpu_seconds(pids)
         connections = await asyncio.to_thread(self.connections.count)
         scrape = gc_pause_scrape(await scrape_metrics(client, self.server.url))
         pause = longest_pause(self.previous, scrape)
         self.previous = scrape
-        return Sample(self.run.rec.now(), rss, fds, connections, pause)
+        return Sample(self.run.rec.now(), rss, fds, connections, cpu, pause)
 
     async def loop(self, stop: asyncio.Event) -> None:
         async with httpx.AsyncClient() as client:
@@ -313,6 +315,7 @@ async def load(args: argparse.Namespace, setup: Setup, db: Database, ledger: Led
         async with httpx.AsyncClient() as client:
             run.idle = await sampler.sample(client)
         run.rec.t0 = clock()
+        cpu_before = os.times()
         stop = asyncio.Event()
         sampling = asyncio.create_task(sampler.loop(stop))
         rows_shown = asyncio.create_task(progress(args, run))
@@ -322,6 +325,9 @@ async def load(args: argparse.Namespace, setup: Setup, db: Database, ledger: Led
             writes(url, setup.targets, args.writes, duration, run.rec, run_id),
             reads(url, setup.calls, READ_WEIGHTS, args.reads, duration, run.rec, run_id),
         )
+        cpu_after = os.times()
+        used = cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
+        run.client_cpu = used / run.rec.now()
         run.head = await asyncio.to_thread(ledger.head)
         log(f"load done; the subscribers catch up to position {run.head}")
         await catch_up(run.subscribers, run.head, CATCH_UP)
@@ -416,8 +422,10 @@ def report(
     )
     print(
         f"reads: {len(rec.reads)} answered, {sum(rec.read_failures.values())} failed"
-        f" {dict(rec.read_failures) or ''}, {rec.skipped['reads']} not sent"
+        f" {dict(rec.read_failures) or ''}"
     )
+    if run.client_cpu is not None:
+        print(f"this process (the clients): {run.client_cpu:.0%} of a core during the load")
     ends: Counter[str] = Counter()
     for s in run.subscribers:
         ends.update(s.ends)

@@ -188,6 +188,9 @@ async def paced(
             await asyncio.sleep(delay)
         if len(running) >= MAX_IN_FLIGHT:
             rec.skipped[what] += 1
+            if what == "reads":
+                rec.read_failures["not sent"] += 1
+                rec.failed_reads.append(i / rate)
             continue
         task = asyncio.create_task(start(i / rate))
         running.add(task)

@@ -4,6 +4,7 @@ file descriptors (with its children's, read from /proc), its database connection
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ class Sample:
     rss: int  # bytes, the server and its children
     fds: int
     connections: int  # the server's database connections
+    cpu: float  # seconds of CPU the server and its children have used so far
     gc_pause: float | None  # the longest pause since the previous sample, s (None: unknown)
 
 
@@ -49,6 +51,20 @@ def rss_bytes(pids: Iterable[int]) -> int:
         for line in status.splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) * 1024
+    return total
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User and system time of the processes so far (/proc/<pid>/stat, fields 14 and 15)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            # The command name, in parentheses, may hold spaces: split after it.
+            fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
     return total
 
 
@@ -91,7 +107,7 @@ def gc_pause_scrape(text: str) -> Scrape | None:
     when the page has no such metric."""
     found = {}
     for family in text_string_to_metric_families(text):
-        if family.name == GC_PAUSE:
+        if family.name == GC_PAUSE or family.name.startswith(GC_PAUSE + "_"):
             for s in family.samples:
                 found[s.name, tuple(sorted(s.labels.items()))] = s.value
     return found or None

@@ -20,6 +20,7 @@ class Row:
     rss: int | None  # bytes, at the row's last sample
     fds: int | None
     connections: int | None
+    cpu: float | None  # the server's share of one core over the row's samples
     reads: list[float]  # seconds, reads sent in the row that succeeded
     read_failures: int
     writes: list[float]  # seconds from first attempt to acknowledgement, acked in the row
@@ -64,6 +65,7 @@ def row(
         rss=last.rss if last else None,
         fds=last.fds if last else None,
         connections=last.connections if last else None,
+        cpu=cpu_share(mine),
         reads=[seconds for sent, seconds in rec.reads if start <= sent < end],
         read_failures=sum(start <= t < end for t in rec.failed_reads),
         writes=[seconds for acked, seconds in rec.writes if start <= acked < end],
@@ -72,6 +74,12 @@ def row(
         resumptions=sum(start <= t < end for s in subscribers for t in s.sessions[1:]),
         gc_pause=max(pauses) if pauses else None,
     )
+
+
+def cpu_share(samples: Sequence[Sample]) -> float | None:
+    if len(samples) < 2 or samples[-1].at <= samples[0].at:
+        return None
+    return (samples[-1].cpu - samples[0].cpu) / (samples[-1].at - samples[0].at)
 
 
 def rows(
@@ -90,7 +98,7 @@ def rows(
 
 COLUMNS = (
     # (header, width)
-    ("until", 7), ("RSS MB", 7), ("fds", 5), ("db conns", 9), ("reads", 6),
+    ("until", 7), ("RSS MB", 7), ("fds", 5), ("db conns", 9), ("CPU", 5), ("reads", 6),
     ("read p50", 9), ("read p99", 9), ("failed", 7), ("writes acked", 13),
     ("write p99", 10), ("deliveries", 11), ("delivery p50", 13), ("delivery p99", 13),
     ("resumed", 8), ("GC pause max", 13),
@@ -118,6 +126,7 @@ def cells(r: Row) -> list[str]:
         "-" if r.rss is None else f"{r.rss / 2**20:.0f}",
         "-" if r.fds is None else str(r.fds),
         "-" if r.connections is None else str(r.connections),
+        "-" if r.cpu is None else f"{r.cpu:.0%}",
         str(len(r.reads)),
         ms(r.reads, 50),
         ms(r.reads, 99),
@@ -147,8 +156,10 @@ def table(found: Sequence[Row]) -> str:
 
 LEGEND = """\
 until: the end of the row (m:ss from the start of the load); RSS, fds, db conns: the
-server's (with its children) at the row's last sample; reads: answered in the row, p50 and
-p99 in ms from the scheduled send; failed: reads answered with an error or not at all;
+server's (with its children) at the row's last sample; CPU: its share of one core between
+the row's first and last samples; reads: answered in the row, p50 and
+p99 in ms from the scheduled send; failed: reads answered with an error, not at all, or
+not sent (200 already waiting);
 writes acked: acknowledged in the row, p99 in ms from the first attempt; deliveries: items
 the subscribers received (replays after a resumption too), p50/p99 in ms from the write's
 request to the receipt, live items only; resumed: subscriptions opened again from a
