@@ -157,11 +157,10 @@ def table(found: Sequence[Row]) -> str:
 LEGEND = """\
 until: the end of the row (m:ss from the start of the load); RSS, fds, db conns: the
 server's (with its children) at the row's last sample; CPU: its share of one core between
-the row's first and last samples; reads: answered in the row, p50 and
-p99 in ms from the scheduled send; failed: reads answered with an error, not at all, or
-not sent (200 already waiting);
-writes acked: acknowledged in the row, p99 in ms from the first attempt; deliveries: items
-the subscribers received (replays after a resumption too), p50/p99 in ms from the write's
-request to the receipt, live items only; resumed: subscriptions opened again from a
-cursor; GC pause max: the longest collector pause the server's /metrics reported in the
-row (ms; n/a: it has no ledger_gc_pause_seconds)."""
+the row's first and last samples; reads: sent in the row and answered, p50 and p99 in ms
+from the scheduled send; failed: reads answered with an error, not at all, or not sent
+(200 already waiting); writes acked: acknowledged in the row, p99 in ms from the first
+attempt; deliveries: items the subscribers received (replays after a resumption too),
+p50/p99 in ms from the write's request to the receipt, live items only; resumed:
+subscriptions opened again from a cursor; GC pause max: the longest collector pause the
+server's /metrics reported in the row (ms; n/a: it has no ledger_gc_pause_seconds)."""
