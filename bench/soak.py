@@ -49,7 +49,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
@@ -123,7 +123,6 @@ class Run:
     head: int = 0  # the log's head once the writes have stopped
     server_exited: str | None = None
     client_cpu: float | None = None  # this process's share of one core during the load
-    notes: list[str] = field(default_factory=list)
 
 
 # ----- setting up -------------------------------------------------------------------------
@@ -224,9 +223,10 @@ def set_up(args: argparse.Namespace, db: Database, schema: str, tmp: Path) -> Se
         calls = {read: traffic_for(server, read, data, regulator)[0] for read in READS}
         sanctions, posts = candidates(db, schema, regulator, providers)
         url = server.url + "/graphql"
-        targets = asyncio.run(usable(url, sanctions, TARGETS)) + asyncio.run(
-            usable(url, posts, TARGETS)
-        )
+        publishing = asyncio.run(usable(url, posts, TARGETS))
+        taken = {t.account for t in publishing}
+        others = [t for t in sanctions if t.account not in taken]
+        targets = publishing + asyncio.run(usable(url, others, TARGETS))
         if not targets:
             raise RuntimeError("no account takes a sanction or a post")
         start = log_head(db, schema)
