@@ -15,8 +15,10 @@ sealer) on a free loopback port, on an embedded PostgreSQL of this run's own
   requests of bench/api.py (every account, every page of every filter), so the response
   cache answers few of them;
 - `--subscribers` (50) `events` subscriptions over graphql-transport-ws from the log's
-  head, each closing its connection every `--resume-every` seconds or so (45) and
-  subscribing again from the last cursor it received.
+  head. `--resuming` (10) of them close their connection every `--resume-every` seconds
+  or so (45) and subscribe again from the last cursor they received; the others hold one
+  subscription for the whole run (what grows with a subscription's age shows there),
+  resuming only when the server ends it.
 
 Every `--sample-seconds` (5): the server's RSS and open file descriptors (with its
 children's, from /proc), its database connections (pg_stat_activity) and the longest GC
@@ -303,7 +305,9 @@ async def load(args: argparse.Namespace, setup: Setup, db: Database, ledger: Led
     ws_url = url.replace("http://", "ws://")
     run = Run(Record(clock()), [], [], None)
     run.subscribers = [
-        Subscriber(n, ws_url, setup.token, setup.start, args.resume_every)
+        Subscriber(
+            n, ws_url, setup.token, setup.start, args.resume_every if n < args.resuming else None
+        )
         for n in range(args.subscribers)
     ]
     tasks = [asyncio.create_task(s.run(run.rec)) for s in run.subscribers]
@@ -395,8 +399,8 @@ def report(
         f"{args.minutes:g} min of load: {args.writes:g} writes/s ({kinds['sanction']} accounts"
         f" sanctioned, {kinds['post']} publishing), {args.reads:g} reads/s"
         f" ({', '.join(f'{k} {len(v)}' for k, v in setup.calls.items())} requests to draw"
-        f" from), {args.subscribers} `events` subscribers resuming every ~{args.resume_every:g}"
-        f" s; a sample every {args.sample_seconds:g} s"
+        f" from), {args.subscribers} `events` subscribers ({min(args.resuming, args.subscribers)}"
+        f" resuming every ~{args.resume_every:g} s); a sample every {args.sample_seconds:g} s"
     )
     print(
         f"load average (1 min) {load_average[0]:.2f} at the start, {load_average[1]:.2f} at"
@@ -484,6 +488,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add("--reads", type=float, default=50.0, help="reads a second (default 50)")
     add("--subscribers", type=int, default=50, help="events subscribers (default 50)")
     add("--accounts", type=int, default=500, help="demo accounts (default 500)")
+    add("--resuming", type=int, default=10, help="subscribers that resume (default 10)")
     add("--resume-every", type=float, default=45.0, help="seconds between resumptions (~45)")
     add("--sample-seconds", type=float, default=5.0, help="seconds between samples (default 5)")
     add("--row-seconds", type=float, default=60.0, help="seconds per table row (default 60)")
@@ -495,8 +500,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     positive = ("minutes", "writes", "reads", "subscribers", "accounts", "resume_every",
                 "sample_seconds", "row_seconds")  # fmt: skip
-    if min(getattr(args, name) for name in positive) <= 0:
-        parser.error("every figure must be positive")
+    if min(getattr(args, name) for name in positive) <= 0 or args.resuming < 0:
+        parser.error("every figure must be positive (--resuming may be 0)")
     return args
 
 

@@ -230,11 +230,14 @@ async def reads(
 
 
 class Subscriber:
-    """`events` from a cursor over graphql-transport-ws, its connection closed every
-    `resume_every` seconds or so (0.5x-1.5x, at random) and opened again from the last
-    cursor received; so too when the server ends the subscription."""
+    """`events` from a cursor over graphql-transport-ws, subscribed again from the last
+    cursor received whenever the server ends the subscription; with `resume_every`, its
+    connection is closed every that many seconds or so (0.5x-1.5x, at random) and opened
+    again the same way, else it holds one subscription as long as it can."""
 
-    def __init__(self, n: int, url: str, token: str, after: int, resume_every: float) -> None:
+    def __init__(
+        self, n: int, url: str, token: str, after: int, resume_every: float | None
+    ) -> None:
         self.name = f"subscriber-{n}"
         self.url, self.token, self.cursor = url, token, str(after)
         self.resume_every = resume_every
@@ -269,7 +272,8 @@ class Subscriber:
             payload = {"query": EVENTS, "variables": {"after": self.cursor}}
             await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
             self.sessions.append(rec.now())
-            deadline = clock() + self.resume_every * self.rng.uniform(0.5, 1.5)
+            lasts = self.resume_every * self.rng.uniform(0.5, 1.5) if self.resume_every else 1e9
+            deadline = clock() + lasts
             while not self.stop.is_set():
                 left = deadline - clock()
                 if left <= 0:
