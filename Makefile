@@ -46,7 +46,7 @@ bench: install
 faults: install
 	$(BIN)/python -m bench.faults
 
-## A soak: `ledger serve` under writes, varied reads and 50 resuming subscribers for
+## A soak: `ledger serve` under writes, varied reads and 50 subscribers (ten resuming) for
 ## SOAK_MINUTES (10), sampled and checked; exits 1 when RSS grows more than 10% after
 ## warm-up, the read p99 drifts more than 1.5x, or an event is lost or doubled.
 SOAK_MINUTES ?= 10
