@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ACCOUNTS ?= 2000
 
-.PHONY: run test lint bench faults install clean graphiql-assets
+.PHONY: run test lint bench faults soak install clean graphiql-assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ bench: install
 ## the database stopped, the server killed; exits 1 when a goal is missed (a few minutes).
 faults: install
 	$(BIN)/python -m bench.faults
+
+## A soak: `ledger serve` under writes, varied reads and 50 subscribers (ten resuming) for
+## SOAK_MINUTES (10), sampled and checked; exits 1 when RSS grows more than 10% after
+## warm-up, the read p99 drifts more than 1.5x, or an event is lost or doubled.
+SOAK_MINUTES ?= 10
+soak: install
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES)
 
 ## Refresh GraphiQL's vendored assets (api/static/graphiql) from the npm registry at the
 ## versions pinned in scripts/refresh_graphiql.py (needs npm).

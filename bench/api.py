@@ -363,8 +363,10 @@ def start_ledger(
     projector: bool,
     cache: bool | None = None,
     workers: int = 1,
+    env: dict[str, str] | None = None,
 ) -> Server:
-    """`ledger serve`; `cache` sets LEDGER_RESPONSE_CACHE (None: as in this environment)."""
+    """`ledger serve`; `cache` sets LEDGER_RESPONSE_CACHE (None: as in this environment),
+    `env` more of its environment."""
     port = free_port()
     command = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(workers)]  # fmt: skip
@@ -372,10 +374,10 @@ def start_ledger(
         command.append("--no-projector")
     name = "ledger-projector" if projector else "ledger-cache" if cache else "ledger"
     name += f"-{workers}" if workers > 1 else ""
-    env = server_env(db, schema, tmp)
+    environment = server_env(db, schema, tmp) | (env or {})
     if cache is not None:
-        env["LEDGER_RESPONSE_CACHE"] = "1" if cache else "0"
-    server = start(name, command, env, tmp, port)
+        environment["LEDGER_RESPONSE_CACHE"] = "1" if cache else "0"
+    server = start(name, command, environment, tmp, port)
     wait_ready(server, "GET", "/readyz")
     return server
 
