@@ -46,6 +46,11 @@ def _positive_number(text: str) -> bool:
         return False
 
 
+def _thresholds(text: str) -> bool:
+    parts = text.split(",")
+    return len(parts) == 3 and all(_integer(1)(part) for part in parts)
+
+
 # Numeric settings, read with int() or float() where they are used.
 NUMBERS: dict[str, tuple[Callable[[str], bool], str]] = {
     "LEDGER_POOL_SIZE": (_integer(1), "a positive whole number"),
@@ -53,6 +58,7 @@ NUMBERS: dict[str, tuple[Callable[[str], bool], str]] = {
     "LEDGER_SUBSCRIBER_BUFFER": (_integer(1), "a positive whole number"),
     "LEDGER_READY_MAX_LAG": (_integer(0), "a whole number from 0"),
     "LEDGER_WS_INIT_TIMEOUT": (_positive_number, "a positive number of seconds"),
+    "LEDGER_GC_THRESHOLDS": (_thresholds, "three positive whole numbers, as 700,10,10"),
 }
 
 
