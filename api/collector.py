@@ -13,8 +13,11 @@ collection walks every tracked object, so its pause grows with the heap.
 - `settle()`, once the app has started (pools open, schema built): one full collection,
   then `gc.freeze()`. What survives start-up (modules, the schema and its compiled
   plans, the pools) is kept for the life of the process, and a full collection no
-  longer walks it. LEDGER_GC_FREEZE=0 leaves it out; LEDGER_GC_THRESHOLDS sets
-  `gc.set_threshold` (three integers, e.g. `700,10,10`, Python's default).
+  longer walks it. A frozen object dropped later is still freed by its reference
+  count; only a reference cycle among such objects waits for `release()`.
+  LEDGER_GC_FREEZE=0 leaves it out;
+  LEDGER_GC_THRESHOLDS sets `gc.set_threshold` (three integers, e.g. `700,10,10`,
+  Python's default).
 - `release()`, when the app stops, unfreezes (several apps may start and stop in one
   process, as in the tests).
 """
@@ -73,14 +76,15 @@ def thresholds() -> tuple[int, int, int] | None:
 
 
 def settle() -> None:
-    """Once the app has started: set the thresholds, then freeze what start-up made."""
-    watch()
+    """Once the app has started, before it serves: set the thresholds, freeze what
+    start-up made, then time every collection (start-up's own is not a stall)."""
     chosen = thresholds()
     if chosen is not None:
         gc.set_threshold(*chosen)
     if os.environ.get("LEDGER_GC_FREEZE", "1") != "0":
         gc.collect()
         gc.freeze()
+    watch()
     log.info("garbage collector: thresholds %s, %d objects frozen",
              gc.get_threshold(), gc.get_freeze_count())  # fmt: skip
 

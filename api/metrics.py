@@ -142,7 +142,7 @@ GC_PAUSES = Histogram(
 )
 GC_LONGEST = Gauge(
     "ledger_gc_pause_longest_seconds",
-    "The longest garbage collection pause since the process started, by generation.",
+    "The longest garbage collection pause since the process began serving, by generation.",
     ["generation"],
     multiprocess_mode="max",
 )
