@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.identity
 	$(BIN)/python -m bench.scale --quick
+	$(BIN)/python -m bench.gc_pauses
 
 ## Faults under load on a PostgreSQL cluster of its own: backends terminated, restarts,
 ## the database stopped, the server killed; exits 1 when a goal is missed (a few minutes).

@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import metrics
+from api import collector, metrics
 from api.admission import RETRY_HEADERS, Overloaded, refusal_body
 from api.cache import ResponseCache
 from api.graphql.compiler.cost import CostLimit
@@ -184,6 +184,7 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
         CostLimit,  # the WebSocket's queries (HTTP checks its own before strawberry runs)
     )
     metrics.install(state)
+    collector.thresholds()  # a bad LEDGER_GC_THRESHOLDS fails here, before serving
     http = GraphQLHttp(schema, state, graphiql=os.environ.get("LEDGER_GRAPHIQL", "0") == "1")
     cache = state.extras["cache"] = ResponseCache(http, state)
     cache_on = os.environ.get("LEDGER_RESPONSE_CACHE", "1") == "1"
@@ -231,9 +232,11 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
         state.extras["broadcaster"] = broadcaster
         broadcaster.start()
         refresher = asyncio.create_task(metrics.refresh_loop(state)) if MULTIPROCESS else None
+        collector.settle()
         try:
             yield
         finally:
+            collector.release()
             if refresher is not None:
                 refresher.cancel()
             metrics.worker_exit()

@@ -51,7 +51,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from strawberry.extensions import SchemaExtension
 
-from api import auth, logs
+from api import auth, collector, logs
 from api.graphql.errors import coded
 from api.state import DATABASE_FAULTS, ApiState, DatabaseUnavailable
 
@@ -159,6 +159,20 @@ ADMISSION_SLOTS = Gauge(
     multiprocess_mode="livesum",
 )
 
+GC_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+GC_PAUSES = Histogram(
+    "ledger_gc_pause_seconds",
+    "Seconds each garbage collection stopped the process, by generation (2: a full one).",
+    ["generation"],
+    buckets=GC_SECONDS,
+)
+GC_LONGEST = Gauge(
+    "ledger_gc_pause_longest_seconds",
+    "The longest garbage collection pause since the process began serving, by generation.",
+    ["generation"],
+    multiprocess_mode="max",
+)
+
 # ----- counting -----------------------------------------------------------------------
 
 
@@ -233,7 +247,9 @@ def pools(state: ApiState) -> Iterator[tuple[str, dict[str, int]]]:
 
 
 def refresh(state: ApiState) -> None:
-    """This process's pool and gate gauges, as they are now."""
+    """This process's pool and gate gauges, as they are now, and its collections since
+    the last."""
+    gc_pauses()
     for name, stats in pools(state):
         size = stats.get("pool_size", 0)
         POOL_IN_USE.labels(name).set(size - stats.get("pool_available", 0))
@@ -248,6 +264,17 @@ def refresh(state: ApiState) -> None:
 
 def shed(gate: str, reason: str) -> None:
     SHED.labels(gate, reason).inc()
+
+
+_longest: dict[int, float] = {}
+
+
+def gc_pauses() -> None:
+    for generation, seconds in collector.pauses():
+        GC_PAUSES.labels(str(generation)).observe(seconds)
+        if seconds > _longest.get(generation, 0.0):
+            _longest[generation] = seconds
+            GC_LONGEST.labels(str(generation)).set(seconds)
 
 
 async def refresh_loop(state: ApiState) -> None:

@@ -322,5 +322,6 @@ def test_serve_with_two_workers_adds_up_their_figures(
             assert total(samples, "ledger_request_duration_seconds_count",
                          operation="Providers") == requests  # fmt: skip
             assert value(samples, "ledger_db_pool_size", pool="api") >= 2  # one per worker
+            assert total(samples, "ledger_gc_pause_seconds_count", generation="0") > 0
             assert value(samples, "ledger_projection_lag_events", projection="posts") == 0
     assert not folder.exists(), "ledger serve leaves no figures behind"

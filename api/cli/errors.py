@@ -53,6 +53,11 @@ def _seconds_from_zero(text: str) -> bool:
         return False
 
 
+def _thresholds(text: str) -> bool:
+    parts = text.split(",")
+    return len(parts) == 3 and all(_integer(1)(part) for part in parts)
+
+
 # Numeric settings, read with int() or float() where they are used.
 NUMBERS: dict[str, tuple[Callable[[str], bool], str]] = {
     "LEDGER_POOL_SIZE": (_integer(1), "a positive whole number"),
@@ -62,6 +67,7 @@ NUMBERS: dict[str, tuple[Callable[[str], bool], str]] = {
     "LEDGER_WS_INIT_TIMEOUT": (_positive_number, "a positive number of seconds"),
     "LEDGER_OVERLOAD_WAIT": (_seconds_from_zero, "a number of seconds from 0"),
     "LEDGER_OVERLOAD_QUEUE": (_integer(0), "a whole number from 0"),
+    "LEDGER_GC_THRESHOLDS": (_thresholds, "three positive whole numbers, as 700,10,10"),
 }
 
 

@@ -1,10 +1,13 @@
-"""The per-request context: who is asking, the process state, and DataLoaders."""
+"""The per-operation context: who is asking, the process state, and DataLoaders."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
+
+from strawberry.extensions import SchemaExtension
 
 from api.auth import Principal
 from api.graphql.errors import ApiError
@@ -29,3 +32,15 @@ class Context:
     def loaders(self) -> Loaders:
         """This context's DataLoaders, made when a nested field first needs one."""
         return Loaders(self.state, self.who)
+
+
+class OperationContext(SchemaExtension):
+    """Each operation gets a context of its own. Over the WebSocket strawberry hands every
+    operation the connection's context, which can live for days: its DataLoaders would
+    keep every row any operation loaded, and serve them, stale, to later ones."""
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, Context):
+            self.execution_context.context = replace(context)
+        yield

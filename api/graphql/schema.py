@@ -28,8 +28,10 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from api.graphql.context import OperationContext
 from api.graphql.disclosures import DisclosureMutation, DisclosureQuery
 from api.graphql.errors import ErrorPolicy
+from api.graphql.execution import LedgerExecutor
 from api.graphql.integrity import IntegrityQuery
 from api.graphql.mutations import Mutation
 from api.graphql.queries import Query
@@ -92,6 +94,7 @@ def build_schema(introspection: bool | None = None) -> strawberry.Schema:
     if introspection is None:
         introspection = os.environ.get("LEDGER_INTROSPECTION", "1") == "1"
     extensions: list[Any] = [
+        OperationContext,
         ErrorPolicy,
         lambda: SafeParserCache(maxsize=1000),
         lambda: ValidationCache(maxsize=1000),
@@ -106,6 +109,7 @@ def build_schema(introspection: bool | None = None) -> strawberry.Schema:
         subscription=Subscription,
         extensions=extensions,
         config=StrawberryConfig(scalar_map={Position: POSITION_SCALAR}),
+        execution_context_class=LedgerExecutor,
     )
 
 
