@@ -99,7 +99,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         except (WebSocketDisconnect, WebSocketDisconnected):
             raise
         except Exception as error:
-            next_error = {"data": None, "errors": [fanout.failure(feed, error)]}
+            next_error = {"data": None, "errors": [fanout.failure(error)]}
             await self.send_message({"id": operation.id, "type": "next", "payload": next_error})
 
     async def send_message(self, message: Any) -> None:

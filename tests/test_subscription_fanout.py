@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from ledger import Ledger
 from ledger import commands as c
 from tests.api_server import ApiServer
-from tests.world import REGULATOR, World
+from tests.world import REGULATOR, World, sha
 
 SETTING = "LEDGER_COMPILE_SUBSCRIPTIONS"
 FULL = "position cursor type originatorId originatorVersion at actor { id role providerId } payload"
@@ -284,3 +284,56 @@ def test_the_shared_path_sends_what_strawberry_sends(
     assert any(LARGE in f for s in shared.streams for f in s.frames)
     for escaped in ("\\u0000", "\\ud800"):  # as JSON escapes, over both transports
         assert any(escaped in f for s in shared.streams for f in s.frames)
+
+
+PUBLISHED = (
+    "subscription($after: Position, $types: [String!]) {"
+    " events(after: $after, types: $types) { position cursor type } }"
+)
+
+
+def publish(world: World, account: UUID) -> c.PublishPost:
+    ref = f"p{world.key()}"
+    return c.PublishPost(
+        actor=world.ops, idempotency_key=world.key(), account_id=account, ref=ref,
+        origin="original", category="other", content_sha256=sha(ref),
+    )  # fmt: skip
+
+
+async def resumed(server: ApiServer, token: str, cursor: str, count: int) -> list[str]:
+    ws = await open_ws(server, token, PUBLISHED, {"after": cursor, "types": ["Post.Published"]})
+    stream = Stream("resumed")
+    pump = asyncio.create_task(ws_frames(ws, stream))
+    while len(stream.frames) < count and not pump.done():
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # nothing more may come
+    pump.cancel()
+    await ws.close()
+    return [item["position"] for item in delivered(stream)]
+
+
+def test_a_slow_subscriber_is_cut_off_alike_and_resumes_exactly_once(
+    server: ApiServer, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(ledger)
+    account = world.account()
+    world.post(account)
+    token = server.token("auditor")
+    variables = {"types": ["Post.Published"]}
+    all_cases = [Case("events", "slow", "auditor", t, PUBLISHED, variables) for t in ("ws", "sse")]
+    server.state.extras["broadcaster"].buffer_limit = 100  # for subscribers from now on
+    shared, reference = asyncio.run(
+        both_paths(server, monkeypatch, world, all_cases, {"auditor": token},
+                   lambda: ledger.submit([publish(world, account) for _ in range(150)]))
+    )  # fmt: skip
+    for got, expected in zip(shared.streams, reference.streams, strict=True):
+        assert got.frames == expected.frames
+        assert "SLOW_SUBSCRIBER" in got.frames[-2] and "complete" in got.frames[-1], got.frames
+    (first,) = delivered(shared.streams[0])
+    error = json.loads(shared.streams[0].frames[-2])["payload"]["errors"][0]
+    assert error["extensions"]["details"] == {"cursor": first["cursor"]}
+    server.state.extras["broadcaster"].buffer_limit = 10_000
+    monkeypatch.setenv(SETTING, "1")
+    rest = asyncio.run(resumed(server, token, first["cursor"], 150))
+    published = [e.position for e in ledger.read_log(types=("Post.Published",))]
+    assert [int(p) for p in [first["position"], *rest]] == published

@@ -22,11 +22,9 @@ from uuid import UUID
 
 from graphql import (
     DocumentNode,
-    FieldNode,
     GraphQLError,
     OperationType,
     get_operation_ast,
-    located_error,
     parse,
 )
 from graphql.execution.values import get_variable_values
@@ -54,7 +52,6 @@ class Feed:
     """A subscription the shared path delivers."""
 
     renderer: Renderer
-    node: FieldNode  # the root field, where an error of the stream points
     after: int
     types: tuple[str, ...]
     provider: UUID | None  # None: sees every event of its types
@@ -118,7 +115,7 @@ def plan(
     except Unsupported:
         return Fallback("field")
     after = args.get("after")
-    return Feed(shown, field.node, 0 if after is None else int(after), types, provider)
+    return Feed(shown, 0 if after is None else int(after), types, provider)
 
 
 async def payloads(state: ApiState, feed: Feed, encode: Encode[T]) -> AsyncIterator[T]:
@@ -184,8 +181,10 @@ def _rendered(batch: Batch, shown: Renderer, encode: Encode[T], event: LoggedEve
     return found
 
 
-def failure(feed: Feed, error: Exception) -> dict[str, Any]:
-    """The formatted error that ends a stream, as strawberry's path gives it: located at
-    the root field, a database fault STORAGE_UNAVAILABLE, anything unexpected INTERNAL."""
-    located = located_error(error, [feed.node], [feed.renderer.root.key])
-    return dict(shape_error(located).formatted)
+def failure(error: Exception) -> dict[str, Any]:
+    """The formatted error that ends a stream, as strawberry's path gives it: an error of
+    the source stream, so without a location or path; a database fault is
+    STORAGE_UNAVAILABLE, anything unexpected INTERNAL."""
+    if not isinstance(error, GraphQLError):
+        error = GraphQLError(str(error), original_error=error)
+    return dict(shape_error(error).formatted)
