@@ -97,10 +97,11 @@ SLOW_SUBSCRIBERS = Counter(
 )
 OPERATIONS = Counter(
     "ledger_graphql_operations",
-    "GraphQL operations over HTTP by how they were answered: path compiled (one SQL"
-    " statement, reason none), strawberry (reason: mutation, subscription, stream,"
-    " introspection, field, bad_input, invalid, variables, unauthenticated, revoked, replica,"
-    " shape, error, disabled) or refused (reason cost: QUERY_TOO_COSTLY).",
+    "GraphQL operations (HTTP, Server-Sent Events, WebSocket) by how they were answered:"
+    " path compiled (one SQL statement, or a subscription on the shared fan-out path; reason"
+    " none), strawberry (reason: query, mutation, subscription, stream, introspection, field,"
+    " bad_input, arguments, invalid, variables, unauthenticated, revoked, replica, shape,"
+    " error, disabled) or refused (reason cost: QUERY_TOO_COSTLY).",
     ["path", "reason"],
 )
 CACHE = Counter(

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,8 @@ class Received:
         self.errors: list[str] = []
         self.waiting = subscriptions  # subscriptions without an item yet
         self.live = asyncio.Event()
+        self.unopened = subscriptions  # subscriptions not yet sent
+        self.opened = asyncio.Event()
 
     def note(self, k: int, message: str, at: float) -> None:
         start = message.find('"position":"')
@@ -91,15 +94,17 @@ class Received:
 
 
 async def connection(
-    url: str, token: str, after: int, first: int, count: int, got: Received
+    url: str, token: str, after: int, first: int, count: int, got: Received, opening: Any
 ) -> None:
     from websockets.asyncio.client import connect
     from websockets.typing import Subprotocol
 
-    async with connect(
-        url, subprotocols=[Subprotocol("graphql-transport-ws")], ping_interval=None,
-        open_timeout=120, max_size=None,
-    ) as ws:  # fmt: skip
+    await opening.acquire()  # a few sign-ins at a time, as clients arrive over time
+    try:
+        ws = await connect(
+            url, subprotocols=[Subprotocol("graphql-transport-ws")], ping_interval=None,
+            open_timeout=120, max_size=None,
+        )  # fmt: skip
         await ws.send(json.dumps({"type": "connection_init", "payload": {"token": token}}))
         ack = json.loads(await ws.recv())
         if ack.get("type") != "connection_ack":
@@ -107,6 +112,12 @@ async def connection(
         for k in range(first, first + count):
             payload = {"query": SUBSCRIPTION, "variables": {"after": str(after)}}
             await ws.send(json.dumps({"id": str(k), "type": "subscribe", "payload": payload}))
+        got.unopened -= count
+        if got.unopened == 0:
+            got.opened.set()
+    finally:
+        opening.release()
+    async with ws:
         async for message in ws:
             at = time.monotonic()  # first, before any parsing
             assert isinstance(message, str)
@@ -120,12 +131,18 @@ async def client(url: str, token: str, after: int, subscriptions: int, per: int)
     """`subscribed`, then `live` once every subscription has an item; on `stop <json>`
     (position -> commit time) waits for those positions and prints the figures."""
     got = Received(subscriptions)
+    opening = asyncio.Semaphore(5)
     tasks = [
-        asyncio.create_task(connection(url, token, after, k, min(per, subscriptions - k), got))
+        asyncio.create_task(
+            connection(url, token, after, k, min(per, subscriptions - k), got, opening)
+        )
         for k in range(0, subscriptions, per)
     ]
+    await asyncio.wait_for(first_of(got.opened.wait(), tasks), 300)
     print("subscribed", flush=True)
+    waiting = asyncio.create_task(report_waiting(got))
     await asyncio.wait_for(first_of(got.live.wait(), tasks), 180)
+    waiting.cancel()
     print("live", flush=True)
     line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     commits = {int(p): t for p, t in json.loads(line.split(" ", 1)[1]).items()}
@@ -137,6 +154,12 @@ async def client(url: str, token: str, after: int, subscriptions: int, per: int)
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     print(json.dumps(figures(got, commits)), flush=True)
+
+
+async def report_waiting(got: Received) -> None:
+    while True:
+        await asyncio.sleep(10)
+        print(f"client: {got.waiting} subscriptions without an event yet", file=sys.stderr)
 
 
 async def first_of(waiting: Any, tasks: list[asyncio.Task[None]]) -> None:
@@ -190,8 +213,13 @@ def start_server(db: Database, tmp: Path, path: str) -> Server:
     port = free_port()
     command = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1",
                "--port", str(port)]  # fmt: skip
+    if os.environ.get("BENCH_FANOUT_PROFILE"):  # a cProfile of the server, for a closer look
+        profile = f"{os.environ['BENCH_FANOUT_PROFILE']}-{path}.prof"
+        command[1:1] = ["-m", "cProfile", "-o", profile]
     env = server_env(db, SCHEMA, tmp)
     env["LEDGER_COMPILE_SUBSCRIPTIONS"] = PATHS[path]
+    # What is measured is the steady state: subscribing 1,000 at once may take a while.
+    env["LEDGER_WS_INIT_TIMEOUT"] = "120"
     server = start(f"ledger-{path}", command, env, tmp, port)
     wait_ready(server, "GET", "/readyz")
     return server
@@ -236,16 +264,19 @@ def run_point(
         )  # fmt: skip
         assert child.stdin is not None and child.stdout is not None
         lines = lines_of(child.stdout)
-        expect(lines, "subscribed", 60)
+        expect(lines, "subscribed", 300)
         deadline = time.monotonic() + 120
         while lines.empty() and time.monotonic() < deadline:  # warm-up
             sanctions.impose()
-            time.sleep(0.2)
+            time.sleep(1)
         expect(lines, "live", 5)
         commits, rate, cores = write(args, sanctions, server.process.pid)
         child.stdin.write("stop " + json.dumps(commits) + "\n")
         child.stdin.flush()
         result = json.loads(expect(lines, "{", 90))
+    except (RuntimeError, OSError, queue.Empty) as e:
+        tail = server.log_tail(int(os.environ.get("BENCH_FANOUT_LOG_LINES", "30")))
+        raise RuntimeError(f"{path}, {subscribers} subscribers: {e}\n{tail}") from e
     finally:
         if child is not None:
             if child.poll() is None:
@@ -309,7 +340,7 @@ def benchmark(args: argparse.Namespace, db: Database) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="ledger-bench-fanout-") as name:
             for subscribers in args.subscribers:
-                for path in PATHS:
+                for path in args.paths:
                     log(f"fan-out: {subscribers} subscribers, {path} path")
                     points.append(run_point(args, db, Path(name), token, path, subscribers))
     finally:
@@ -332,6 +363,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=20, help="sanctions a second (default 20)")
     parser.add_argument("--seconds", type=float, default=15, help="seconds of writes (default 15)")
     parser.add_argument("--accounts", type=int, default=100, help="demo accounts (default 100)")
+    parser.add_argument(
+        "--paths", type=lambda text: text.split(","), default=list(PATHS),
+        help="the paths to measure (default shared,per-subscriber)",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the schema for the next run")
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--after", type=int, default=0, help=argparse.SUPPRESS)
