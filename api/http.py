@@ -479,7 +479,9 @@ async def _shared_events(state: ApiState, feed: fanout.Feed) -> AsyncIterator[by
         async for frame in _heartbeats(fanout.payloads(state, feed, _next_frame)):
             yield b":\n\n" if frame is None else frame
     except Exception as error:
-        yield _event("next", error_body([fanout.failure(error)], with_data=True))
+        failed = fanout.failure(error)
+        logs.note_outcome(failed["extensions"]["code"])
+        yield _event("next", error_body([failed], with_data=True))
     yield _event("complete", b"")
 
 

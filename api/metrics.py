@@ -226,6 +226,35 @@ async def refresh_loop(state: ApiState) -> None:
         await asyncio.sleep(REFRESH_SECONDS)
 
 
+@contextlib.contextmanager
+def operation_record(
+    observe: logs.Observer | None = observe_request,
+) -> Iterator[logs.RequestRecord | None]:
+    """The record of one operation. Over the WebSocket each operation is a request of its
+    own, logged when it ends (a subscription: when it is closed); else the request's."""
+    parent = logs.REQUEST.get()
+    record, token = parent, None
+    if parent is not None and parent.connection:
+        parent.operations += 1
+        record = logs.RequestRecord(f"{parent.id}-{parent.operations}", "ws", "WS", parent.path)
+        token = logs.REQUEST.set(record)
+    try:
+        yield record
+    finally:
+        if record is not None and parent is not None and parent is not record and not parent.role:
+            parent.role, parent.token_id = record.role, record.token_id
+        if token is not None and record is not None:
+            record.seconds = time.perf_counter() - record.started
+            try:
+                logs.log_request(record)
+                if observe is not None:
+                    observe(record)
+            finally:
+                # ValueError: it ended in another context, which ends with its task
+                with contextlib.suppress(ValueError):
+                    logs.REQUEST.reset(token)
+
+
 class OperationLog(SchemaExtension):
     """Fill the request's record from the operation: its name and type, the caller, the
     first error's code, a refused mutation's code. Over the WebSocket each operation is a
@@ -235,29 +264,12 @@ class OperationLog(SchemaExtension):
         self.observe = observe
 
     def on_operation(self) -> Iterator[None]:
-        parent = logs.REQUEST.get()
-        record, token = parent, None
-        if parent is not None and parent.connection:
-            parent.operations += 1
-            record = logs.RequestRecord(f"{parent.id}-{parent.operations}", "ws", "WS", parent.path)
-            token = logs.REQUEST.set(record)
-        try:
-            yield
-        finally:
-            if record is not None:
-                self._learn(record)
-                if parent is not None and parent is not record and parent.role is None:
-                    parent.role, parent.token_id = record.role, record.token_id
-            if token is not None and record is not None:
-                record.seconds = time.perf_counter() - record.started
-                try:
-                    logs.log_request(record)
-                    if self.observe is not None:
-                        self.observe(record)
-                finally:
-                    # ValueError: it ended in another context, which ends with its task
-                    with contextlib.suppress(ValueError):
-                        logs.REQUEST.reset(token)
+        with operation_record(self.observe) as record:
+            try:
+                yield
+            finally:
+                if record is not None:
+                    self._learn(record)
 
     def _learn(self, record: logs.RequestRecord) -> None:
         ec = self.execution_context

@@ -19,7 +19,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     Operation,
 )
 
-from api import auth, metrics
+from api import auth, logs, metrics
 from api.graphql import fanout
 from api.graphql.compiler import Fallback
 from api.graphql.context import Context
@@ -82,11 +82,14 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if isinstance(feed, Fallback):
             await super().run_operation(operation)
             return
-        try:
-            await self._deliver(operation, feed)
-        except (WebSocketDisconnect, WebSocketDisconnected):
-            return
-        await operation.send_operation_message({"id": operation.id, "type": "complete"})
+        with metrics.operation_record():
+            logs.note_operation(feed.operation)
+            logs.note_principal(self.context.principal)
+            try:
+                await self._deliver(operation, feed)
+            except (WebSocketDisconnect, WebSocketDisconnected):
+                return
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
     async def _deliver(self, operation: Operation[Context, None], feed: fanout.Feed) -> None:
         # strawberry's message is json.dumps(separators=(",", ":")) of {"id", "type",
@@ -99,7 +102,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         except (WebSocketDisconnect, WebSocketDisconnected):
             raise
         except Exception as error:
-            next_error = {"data": None, "errors": [fanout.failure(error)]}
+            failed = fanout.failure(error)
+            logs.note_outcome(failed["extensions"]["code"])
+            next_error = {"data": None, "errors": [failed]}
             await self.send_message({"id": operation.id, "type": "next", "payload": next_error})
 
     async def send_message(self, message: Any) -> None:

@@ -23,6 +23,7 @@ from uuid import UUID
 from graphql import (
     DocumentNode,
     GraphQLError,
+    OperationDefinitionNode,
     OperationType,
     get_operation_ast,
     parse,
@@ -52,6 +53,7 @@ class Feed:
     """A subscription the shared path delivers."""
 
     renderer: Renderer
+    operation: OperationDefinitionNode
     after: int
     types: tuple[str, ...]
     provider: UUID | None  # None: sees every event of its types
@@ -115,7 +117,7 @@ def plan(
     except Unsupported:
         return Fallback("field")
     after = args.get("after")
-    return Feed(shown, 0 if after is None else int(after), types, provider)
+    return Feed(shown, operation, 0 if after is None else int(after), types, provider)
 
 
 async def payloads(state: ApiState, feed: Feed, encode: Encode[T]) -> AsyncIterator[T]:
