@@ -55,7 +55,8 @@ EVENTS = {
         " position originatorId payload @skip(if: $lean) type @skip(if: $lean) } }"
     ),
 }
-HOSTILE = ["nul \x00 here", "marker-surrogate"]  # the marker becomes a lone surrogate
+# The marker becomes a lone surrogate; the last is beyond ASCII (escaped over the WebSocket).
+HOSTILE = ["nul \x00 here", "marker-surrogate", "Łódź ✓ \u2028 \U0001f600"]
 LARGE = "x" * 1_000_000
 
 
