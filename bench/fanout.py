@@ -6,14 +6,16 @@ and selection) against one strawberry execution per subscriber per event
 For each point (`--subscribers`, default 100 and 1000) and each path, a fresh `ledger
 serve` (one process, the projector and sealer in it, as shipped) on loopback; a client
 process opens the subscriptions over graphql-transport-ws, `--per-connection` of them
-multiplexed on each WebSocket (default 10: 1,000 subscribers on 100 connections), all a
+multiplexed on each WebSocket (default 10: 1,000 subscribers on 100 connections; offering
+permessage-deflate, as browsers do, unless `--no-deflate`), all a
 regulator's `sanctionEvents` with the same selection. Once every subscription has
 received a warm-up event, this process imposes sanctions straight through the ledger
 (not through the API) at `--rate` a second (default 20) for `--seconds` (default 15).
 
 Figures per run: delivery latency, from `execute` returning in this process to the
 message's arrival in the client (CLOCK_MONOTONIC, system-wide), p50/p99/max over every
-delivery of the measured writes; deliveries missing or doubled; and the server process's
+delivery of the measured writes; deliveries missing (not there 30 s after the last write)
+or doubled; and the server process's
 CPU (user + system from /proc/<pid>/stat) over the writing window, in cores. The client
 process runs on the same machine and competes for its cores.
 
@@ -94,8 +96,9 @@ class Received:
 
 
 async def connection(
-    url: str, token: str, after: int, first: int, count: int, got: Received, opening: Any
-) -> None:
+    url: str, token: str, after: int, first: int, count: int, got: Received, opening: Any,
+    deflate: bool,
+) -> None:  # fmt: skip
     from websockets.asyncio.client import connect
     from websockets.typing import Subprotocol
 
@@ -103,7 +106,7 @@ async def connection(
     try:
         ws = await connect(
             url, subprotocols=[Subprotocol("graphql-transport-ws")], ping_interval=None,
-            open_timeout=120, max_size=None,
+            open_timeout=120, max_size=None, compression="deflate" if deflate else None,
         )  # fmt: skip
         await ws.send(json.dumps({"type": "connection_init", "payload": {"token": token}}))
         ack = json.loads(await ws.recv())
@@ -127,14 +130,16 @@ async def connection(
                 got.errors.append(message[:300])
 
 
-async def client(url: str, token: str, after: int, subscriptions: int, per: int) -> None:
+async def client(
+    url: str, token: str, after: int, subscriptions: int, per: int, deflate: bool
+) -> None:
     """`subscribed`, then `live` once every subscription has an item; on `stop <json>`
     (position -> commit time) waits for those positions and prints the figures."""
     got = Received(subscriptions)
     opening = asyncio.Semaphore(5)
     tasks = [
         asyncio.create_task(
-            connection(url, token, after, k, min(per, subscriptions - k), got, opening)
+            connection(url, token, after, k, min(per, subscriptions - k), got, opening, deflate)
         )
         for k in range(0, subscriptions, per)
     ]
@@ -213,9 +218,6 @@ def start_server(db: Database, tmp: Path, path: str) -> Server:
     port = free_port()
     command = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1",
                "--port", str(port)]  # fmt: skip
-    if os.environ.get("BENCH_FANOUT_PROFILE"):  # a cProfile of the server, for a closer look
-        profile = f"{os.environ['BENCH_FANOUT_PROFILE']}-{path}.prof"
-        command[1:1] = ["-m", "cProfile", "-o", profile]
     env = server_env(db, SCHEMA, tmp)
     env["LEDGER_COMPILE_SUBSCRIPTIONS"] = PATHS[path]
     # What is measured is the steady state: subscribing 1,000 at once may take a while.
@@ -258,7 +260,8 @@ def run_point(
         child = subprocess.Popen(
             [sys.executable, "-m", "bench.fanout", "--client", ws_url, "--after",
              str(ledger.head()), "--subscribers", str(subscribers),
-             "--per-connection", str(args.per_connection)],
+             "--per-connection", str(args.per_connection),
+             *(["--no-deflate"] if args.no_deflate else [])],
             cwd=ROOT, env=dict(os.environ, BENCH_FANOUT_TOKEN=token),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -358,6 +361,8 @@ def main(argv: list[str] | None = None) -> None:
         "--subscribers", type=lambda text: [int(x) for x in text.split(",")], default=[100, 1000],
         help="subscriber counts to measure, comma-separated (default 100,1000)",
     )  # fmt: skip
+    parser.add_argument("--no-deflate", action="store_true",
+                        help="clients do not offer permessage-deflate (browsers do)")  # fmt: skip
     parser.add_argument("--per-connection", type=int, default=10,
                         help="subscriptions per WebSocket (default 10)")  # fmt: skip
     parser.add_argument("--rate", type=float, default=20, help="sanctions a second (default 20)")
@@ -374,7 +379,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.client is not None:
         token = os.environ["BENCH_FANOUT_TOKEN"]
         (count,) = args.subscribers
-        asyncio.run(client(args.client, token, args.after, count, args.per_connection))
+        deflate = not args.no_deflate
+        asyncio.run(client(args.client, token, args.after, count, args.per_connection, deflate))
         return
     if min(*args.subscribers, args.per_connection, args.rate, args.seconds, args.accounts) <= 0:
         parser.error("every figure must be positive")
