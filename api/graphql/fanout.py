@@ -23,12 +23,13 @@ from uuid import UUID
 from graphql import (
     DocumentNode,
     GraphQLError,
+    GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
     get_operation_ast,
     parse,
 )
-from graphql.execution.values import get_variable_values
+from graphql.execution.values import VariableValues, get_variable_values
 
 from api.auth import Principal
 from api.graphql.compiler import Fallback
@@ -60,9 +61,9 @@ class Feed:
 
 
 @lru_cache(maxsize=1000)
-def _parsed(query: str) -> DocumentNode | None:
+def _parsed(query: str, max_tokens: int) -> DocumentNode | None:
     try:
-        return parse(query)
+        return parse(query, max_tokens=max_tokens)
     except GraphQLError:
         return None
 
@@ -78,7 +79,8 @@ def plan(
     it then does with its own errors: bad arguments, validation, another provider)."""
     if os.environ.get(SETTING, "1") != "1":
         return Fallback("disabled")
-    document = _parsed(query) if isinstance(query, str) else None
+    compiler = state.extras["compiler"]
+    document = _parsed(query, compiler.max_tokens) if isinstance(query, str) else None
     operation = get_operation_ast(document, operation_name) if document else None
     if document is None or operation is None:
         return Fallback("invalid")
@@ -86,7 +88,6 @@ def plan(
         return Fallback(operation.operation.value)
     if principal is None:
         return Fallback("unauthenticated")
-    compiler = state.extras["compiler"]
     name = operation.name.value if operation.name else None
     problem = compiler.problem(query, name, document)
     if problem is not None:
@@ -98,13 +99,26 @@ def plan(
     )
     if isinstance(coerced, list):
         return Fallback("variables")
-    root = compiler.schema.subscription_type
-    selections = select(compiler.schema, document, operation, coerced, root)
+    return _feed(compiler.schema, document, operation, coerced, principal)
+
+
+def _feed(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    variables: VariableValues,
+    principal: Principal,
+) -> Feed | Fallback:
+    """A valid subscription's feed, if the resolver would accept its arguments and the
+    renderer knows its selection."""
+    root = schema.subscription_type
+    assert root is not None
+    selections = select(schema, document, operation, variables, root)
     if len(selections) != 1:
         return Fallback("shape")
     (field,) = selections
     try:
-        args = field.arguments(coerced)
+        args = field.arguments(variables)
         if field.name == "sanctionEvents":
             types, provider = sanction_filter(principal, args.get("providerId"))
         elif field.name == "events":
