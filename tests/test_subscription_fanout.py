@@ -22,7 +22,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from ledger import Ledger
 from ledger import commands as c
-from tests.api_server import ApiServer
+from tests.api_server import ApiServer, free_port
+from tests.cold import ColdProcess
 from tests.world import REGULATOR, World, sha
 
 SETTING = "LEDGER_COMPILE_SUBSCRIPTIONS"
@@ -338,3 +339,17 @@ def test_a_slow_subscriber_is_cut_off_alike_and_resumes_exactly_once(
     rest = asyncio.run(resumed(server, token, first["cursor"], 150))
     published = [e.position for e in ledger.read_log(types=("Post.Published",))]
     assert [int(p) for p in [first["position"], *rest]] == published
+
+
+def test_ledger_serve_declines_per_subscriber_compression(cold: ColdProcess) -> None:
+    """permessage-deflate compresses each message in each connection's own context: with
+    it, every event would be compressed once per subscriber (LEDGER_WS_DEFLATE=1: on)."""
+
+    async def extensions(url: str) -> list[Any]:
+        async with connect(url.replace("http", "ws"), subprotocols=["graphql-transport-ws"],
+                           compression="deflate") as ws:  # fmt: skip
+            assert ws.response is not None
+            return ws.response.headers.get_all("Sec-WebSocket-Extensions")
+
+    with cold.serve(free_port()) as url:
+        assert asyncio.run(extensions(url)) == []
