@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from graphql import (
     DocumentNode,
@@ -43,6 +43,7 @@ from strawberry.types import ExecutionResult
 from api import auth, logs, metrics
 from api.admission import RETRY_HEADERS, Overloaded
 from api.auth import Principal
+from api.graphql import fanout
 from api.graphql.compiler import Answer, Fallback, Outcome, Refused, build_compiler
 from api.graphql.compiler.cache import Lru
 from api.graphql.context import Context
@@ -273,6 +274,8 @@ class GraphQLHttp:
         context.principal = caller.principal
         if media == EVENT_STREAM:
             await self._verify(caller, context)
+            if kind is OperationType.SUBSCRIPTION:
+                return await self._subscribe(gql, context)
             refused = self._too_costly(document, operation, gql, context)
             metrics.operation_path(refused or Fallback("stream"))
             if refused is not None:
@@ -406,6 +409,21 @@ class GraphQLHttp:
         else:
             self.principals.put(digest, principal)
 
+    async def _subscribe(self, gql: GraphQLRequest, context: Context) -> Response:
+        """A subscription as events: the shared path (api.graphql.fanout), or strawberry."""
+        feed = fanout.plan(
+            self.state, gql.query, gql.variables, gql.operation_name, context.principal
+        )
+        metrics.operation_path(feed)
+        if isinstance(feed, Fallback):
+            return await self._stream(gql, context)
+        logs.note_principal(context.principal)
+        return StreamingResponse(
+            _shared_events(self.state, feed),
+            media_type=EVENT_STREAM,
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
     async def _stream(self, gql: GraphQLRequest, context: Context) -> Response:
         source = await self.schema.stream(
             gql.query, gql.variables, context, operation_name=gql.operation_name
@@ -458,22 +476,48 @@ def _cacheable(request: Request, body: bytes, media: str) -> Response:
 async def _events(first: ExecutionResult, source: AsyncIterator[Any]) -> AsyncIterator[bytes]:
     """`next` events, a heartbeat comment while nothing happens, then `complete`."""
     yield _event("next", _result_body(first))
-    pending: asyncio.Task[Any] | None = None
+    async for result in _heartbeats(source):
+        yield b":\n\n" if result is None else _event("next", _result_body(result))
+    yield _event("complete", b"")
+
+
+async def _shared_events(state: ApiState, feed: fanout.Feed) -> AsyncIterator[bytes]:
+    """The shared path's events: each `next` framed once for every subscriber of the same
+    selection; an error that ends the stream is its last `next`, as strawberry's is."""
+    try:
+        async for frame in _heartbeats(fanout.payloads(state, feed, _next_frame)):
+            yield b":\n\n" if frame is None else frame
+    except Exception as error:
+        failed = fanout.failure(error)
+        logs.note_outcome(failed["extensions"]["code"])
+        yield _event("next", error_body([failed], with_data=True))
+    yield _event("complete", b"")
+
+
+def _next_frame(payload: dict[str, Any]) -> bytes:
+    return _event("next", encode(payload))
+
+
+T = TypeVar("T")
+
+
+async def _heartbeats(source: AsyncIterator[T]) -> AsyncIterator[T | None]:
+    """The items of `source`, and None whenever HEARTBEAT_SECONDS pass without one."""
+    pending: asyncio.Task[T] | None = None
     try:
         while True:
-            pending = pending or asyncio.ensure_future(anext(source))  # type: ignore[arg-type]
+            pending = pending or asyncio.ensure_future(anext(source))
             done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_SECONDS)
             if not done:
-                yield b":\n\n"
+                yield None
                 continue
             try:
-                result = pending.result()
+                item = pending.result()
             except StopAsyncIteration:
                 break
             finally:
                 pending = None
-            yield _event("next", _result_body(result))
-        yield _event("complete", b"")
+            yield item
     finally:
         if pending is not None:
             pending.cancel()

@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -27,27 +29,50 @@ class SlowSubscriber(Exception):
     pass
 
 
+class Batch:
+    """One page of live events as the broadcaster handed it out, with what subscribers
+    share about it (the events a provider owns, each selection's serialised payloads).
+    Only the subscribers' buffers hold it: it goes when the last of them has sent it."""
+
+    __slots__ = ("events", "memo")
+
+    def __init__(self, events: list[LoggedEvent]) -> None:
+        self.events = events
+        self.memo: dict[Hashable, Any] = {}
+
+    def once(self, key: Hashable, work: Callable[[], Awaitable[Any]]) -> asyncio.Future[Any]:
+        """`work`, run for the first subscriber that asks and awaited by every other; it
+        runs to its end even if that first subscriber goes."""
+        found = self.memo.get(key)
+        if found is None:
+            found = self.memo[key] = asyncio.ensure_future(work())
+        return asyncio.shield(found)
+
+
 class Subscriber:
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.buffer: deque[LoggedEvent] = deque()
+        self.buffer: deque[tuple[Batch, LoggedEvent]] = deque()
         self.overflowed = False
         self.ready = asyncio.Event()
 
-    def offer(self, events: list[LoggedEvent]) -> None:
+    def offer(self, batch: Batch) -> None:
         if self.overflowed:
             return
-        if len(self.buffer) + len(events) > self.limit:
+        if len(self.buffer) + len(batch.events) > self.limit:
             self.overflowed = True
             self.buffer.clear()
             metrics.dropped_slow()
         else:
-            self.buffer.extend(events)
+            self.buffer.extend((batch, e) for e in batch.events)
         self.ready.set()
 
     async def next_events(self, at_most: int = 100) -> list[LoggedEvent]:
-        """The next events, a few at a time: what waits in the buffer is what has not
-        been sent, so a client that stops reading fills it up and is cut off."""
+        return [e for _, e in await self.next_deliveries(at_most)]
+
+    async def next_deliveries(self, at_most: int = 100) -> list[tuple[Batch, LoggedEvent]]:
+        """The next events with their batch, a few at a time: what waits in the buffer is
+        what has not been sent, so a client that stops reading fills it up and is cut off."""
         while not self.buffer and not self.overflowed:
             await self.ready.wait()
             self.ready.clear()
@@ -144,7 +169,8 @@ class Broadcaster:
             if not events:
                 return
             self.position = events[-1].position
+            batch = Batch(events)
             for subscriber in list(self.subscribers):
-                subscriber.offer(events)
+                subscriber.offer(batch)
             if len(events) < PAGE:
                 return

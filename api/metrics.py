@@ -98,10 +98,11 @@ SLOW_SUBSCRIBERS = Counter(
 )
 OPERATIONS = Counter(
     "ledger_graphql_operations",
-    "GraphQL operations over HTTP by how they were answered: path compiled (one SQL"
-    " statement, reason none), strawberry (reason: mutation, subscription, stream,"
-    " introspection, field, bad_input, invalid, variables, unauthenticated, revoked, replica,"
-    " shape, error, disabled) or refused (reason cost: QUERY_TOO_COSTLY).",
+    "GraphQL operations (HTTP, Server-Sent Events, WebSocket) by how they were answered:"
+    " path compiled (one SQL statement, or a subscription on the shared fan-out path; reason"
+    " none), strawberry (reason: query, mutation, subscription, stream, introspection, field,"
+    " bad_input, arguments, invalid, variables, unauthenticated, revoked, replica, shape,"
+    " error, disabled) or refused (reason cost: QUERY_TOO_COSTLY).",
     ["path", "reason"],
 )
 CACHE = Counter(
@@ -286,6 +287,35 @@ async def refresh_loop(state: ApiState) -> None:
         await asyncio.sleep(REFRESH_SECONDS)
 
 
+@contextlib.contextmanager
+def operation_record(
+    observe: logs.Observer | None = observe_request,
+) -> Iterator[logs.RequestRecord | None]:
+    """The record of one operation. Over the WebSocket each operation is a request of its
+    own, logged when it ends (a subscription: when it is closed); else the request's."""
+    parent = logs.REQUEST.get()
+    record, token = parent, None
+    if parent is not None and parent.connection:
+        parent.operations += 1
+        record = logs.RequestRecord(f"{parent.id}-{parent.operations}", "ws", "WS", parent.path)
+        token = logs.REQUEST.set(record)
+    try:
+        yield record
+    finally:
+        if record is not None and parent is not None and parent is not record and not parent.role:
+            parent.role, parent.token_id = record.role, record.token_id
+        if token is not None and record is not None:
+            record.seconds = time.perf_counter() - record.started
+            try:
+                logs.log_request(record)
+                if observe is not None:
+                    observe(record)
+            finally:
+                # ValueError: it ended in another context, which ends with its task
+                with contextlib.suppress(ValueError):
+                    logs.REQUEST.reset(token)
+
+
 class OperationLog(SchemaExtension):
     """Fill the request's record from the operation: its name and type, the caller, the
     first error's code, a refused mutation's code. Over the WebSocket each operation is a
@@ -295,29 +325,12 @@ class OperationLog(SchemaExtension):
         self.observe = observe
 
     def on_operation(self) -> Iterator[None]:
-        parent = logs.REQUEST.get()
-        record, token = parent, None
-        if parent is not None and parent.connection:
-            parent.operations += 1
-            record = logs.RequestRecord(f"{parent.id}-{parent.operations}", "ws", "WS", parent.path)
-            token = logs.REQUEST.set(record)
-        try:
-            yield
-        finally:
-            if record is not None:
-                self._learn(record)
-                if parent is not None and parent is not record and parent.role is None:
-                    parent.role, parent.token_id = record.role, record.token_id
-            if token is not None and record is not None:
-                record.seconds = time.perf_counter() - record.started
-                try:
-                    logs.log_request(record)
-                    if self.observe is not None:
-                        self.observe(record)
-                finally:
-                    # ValueError: it ended in another context, which ends with its task
-                    with contextlib.suppress(ValueError):
-                        logs.REQUEST.reset(token)
+        with operation_record(self.observe) as record:
+            try:
+                yield
+            finally:
+                if record is not None:
+                    self._learn(record)
 
     def on_execute(self) -> Iterator[None]:
         # The type is known before anything runs: a subscription is not shed (api.admission).

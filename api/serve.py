@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing
+import os
 import shutil
 from typing import Any
 
@@ -48,6 +49,9 @@ def serve(
         "log_level": "info",
         "log_config": logs.log_config(logging.getLogger().level),
         "access_log": False,
+        # A subscriber's compression context is its own: compressing each event for each
+        # subscriber would price fan-out per subscriber again (LEDGER_WS_DEFLATE=1: on).
+        "ws_per_message_deflate": os.environ.get("LEDGER_WS_DEFLATE", "0") == "1",
     }
     try:
         if workers > 1:

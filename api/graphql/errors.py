@@ -83,20 +83,25 @@ class ErrorPolicy(SchemaExtension):
         result.errors = [self._shape(e) for e in result.errors]
 
     def _shape(self, error: GraphQLError) -> GraphQLError:
-        original = error.original_error
-        if original is None or isinstance(original, GraphQLError):
-            code = {"code": "GRAPHQL_VALIDATION_FAILED"}
-            return _with(error, error.message, {**code, **(error.extensions or {})})
-        if isinstance(original, Overloaded):
-            return _with(error, Overloaded.message, dict(OVERLOADED))
-        if isinstance(original, (DatabaseUnavailable, *DATABASE_FAULTS)):
-            return _with(error, DatabaseUnavailable.message, UNAVAILABLE)
-        request_id = logs.request_id() or uuid.uuid4().hex[:16]  # the X-Request-Id
-        log.error("request %s: unexpected error", request_id, exc_info=original)
-        message = f"internal error (request id {request_id})"
-        if debug():
-            message += f": {type(original).__name__}: {original}"
-        return _with(error, message, {"code": "INTERNAL", "requestId": request_id})
+        return shape_error(error)
+
+
+def shape_error(error: GraphQLError) -> GraphQLError:
+    """An error as the client sees it: coded, and an unexpected one hidden behind an id."""
+    original = error.original_error
+    if original is None or isinstance(original, GraphQLError):
+        code = {"code": "GRAPHQL_VALIDATION_FAILED"}
+        return _with(error, error.message, {**code, **(error.extensions or {})})
+    if isinstance(original, Overloaded):
+        return _with(error, Overloaded.message, dict(OVERLOADED))
+    if isinstance(original, (DatabaseUnavailable, *DATABASE_FAULTS)):
+        return _with(error, DatabaseUnavailable.message, UNAVAILABLE)
+    request_id = logs.request_id() or uuid.uuid4().hex[:16]  # the X-Request-Id
+    log.error("request %s: unexpected error", request_id, exc_info=original)
+    message = f"internal error (request id {request_id})"
+    if debug():
+        message += f": {type(original).__name__}: {original}"
+    return _with(error, message, {"code": "INTERNAL", "requestId": request_id})
 
 
 def coded(error: dict[str, Any]) -> dict[str, Any]:

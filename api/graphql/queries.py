@@ -40,6 +40,7 @@ from api.graphql.types import (
     Provider,
     Sanction,
 )
+from api.state import ApiState
 from ledger.domain import EVENT_TYPES
 from ledger.errors import LedgerError
 from ledger.log import LoggedEvent
@@ -404,8 +405,12 @@ async def _figures(info: Ctx, provider_ids: list[UUID] | None) -> list[Provider]
 
 async def owners(context: Context, ids: list[UUID]) -> dict[UUID, UUID | None]:
     """The provider each aggregate (provider, account or post) belongs to."""
+    return await owners_of(context.state, ids)
+
+
+async def owners_of(state: ApiState, ids: list[UUID]) -> dict[UUID, UUID | None]:
     found = await rows(
-        context.state,
+        state,
         "SELECT provider_id AS id, provider_id FROM providers WHERE provider_id = ANY(%(ids)s)"
         " UNION ALL SELECT account_id, provider_id FROM accounts WHERE account_id = ANY(%(ids)s)"
         " UNION ALL SELECT post_id, provider_id FROM posts WHERE post_id = ANY(%(ids)s)",

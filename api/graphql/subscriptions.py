@@ -8,18 +8,20 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncGenerator, Callable
+from uuid import UUID
 
 import strawberry
 from strawberry.types import Info
 
+from api.auth import Principal
 from api.graphql.context import Context
 from api.graphql.errors import ApiError, bad_input
-from api.graphql.queries import log_event, owners
+from api.graphql.queries import log_event, owners_of
 from api.graphql.reads import parse_id, rows
 from api.graphql.scalars import Position
 from api.graphql.types import LogEvent
 from api.live import PAGE, SlowSubscriber
-from api.state import DatabaseUnavailable
+from api.state import ApiState, DatabaseUnavailable
 from ledger.domain import EVENT_TYPES
 from ledger.log import LoggedEvent
 
@@ -37,13 +39,13 @@ def _cursor(after: int | None) -> int:
     return 0 if after is None else int(after)
 
 
-async def _projected(context: Context, position: int) -> None:
+async def _projected(state: ApiState, position: int) -> None:
     """Wait until the tables that say who owns what have reached `position`."""
     timeout = float(os.environ.get("LEDGER_PROJECTION_WAIT", "10"))
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         found = await rows(
-            context.state,
+            state,
             "SELECT min(position) AS p FROM projection_positions WHERE name = ANY(%(n)s)",
             {"n": list(OWNER_TABLES)},
         )
@@ -54,19 +56,49 @@ async def _projected(context: Context, position: int) -> None:
         await asyncio.sleep(0.01)
 
 
-def _owned_by(context: Context, provider: object | None) -> Callable[[list[LoggedEvent]], object]:
+async def owned(state: ApiState, events: list[LoggedEvent], provider: UUID) -> set[int]:
+    """The positions of the events about what `provider` owns, once the read side knows."""
+    if not events:
+        return set()
+    await _projected(state, events[-1].position)
+    owner = await owners_of(state, list({e.originator_id for e in events}))
+    return {e.position for e in events if owner.get(e.originator_id) == provider}
+
+
+def _owned_by(context: Context, provider: UUID | None) -> Callable[[list[LoggedEvent]], object]:
     async def keep(events: list[LoggedEvent]) -> list[LoggedEvent]:
         if provider is None or not events:
             return events
-        await _projected(context, events[-1].position)
-        owner = await owners(context, list({e.originator_id for e in events}))
-        return [e for e in events if owner.get(e.originator_id) == provider]
+        mine = await owned(context.state, events, provider)
+        return [e for e in events if e.position in mine]
 
     return keep
 
 
+def sanction_filter(
+    principal: Principal, provider_id: str | None
+) -> tuple[tuple[str, ...], UUID | None]:
+    """The types and the provider a `sanctionEvents` subscription follows (or its error)."""
+    provider = parse_id(provider_id, "providerId") if provider_id else None
+    if not principal.sees_everything:
+        if provider is not None and provider != principal.provider_id:
+            raise ApiError("NOT_FOUND", "no such provider")
+        provider = principal.provider_id
+    return SANCTION_TYPES, provider
+
+
+def events_filter(
+    principal: Principal, types: list[str] | None
+) -> tuple[tuple[str, ...], UUID | None]:
+    """The types and the provider an `events` subscription follows (or its error)."""
+    unknown = sorted(set(types or ()) - set(EVENT_TYPES))
+    if unknown:
+        raise bad_input(f"unknown event types {unknown}")
+    return tuple(types or ()), None if principal.sees_everything else principal.provider_id
+
+
 async def _stream(
-    context: Context, after: int, types: tuple[str, ...], provider: object | None
+    context: Context, after: int, types: tuple[str, ...], provider: UUID | None
 ) -> AsyncGenerator[LogEvent, None]:
     state = context.state
     keep = _owned_by(context, provider)
@@ -93,9 +125,14 @@ async def _stream(
             ]
             if not events:
                 continue
+            kept = await keep(events)  # type: ignore[misc]
             last = events[-1].position
-            for e in await keep(events):  # type: ignore[misc]
+            for e in kept:
                 yield log_event(e)
+    except ApiError as e:
+        if e.code != "PROJECTION_LAG":
+            raise
+        raise ApiError(e.code, e.message, cursor=str(last)) from None
     except SlowSubscriber as e:
         raise ApiError("SLOW_SUBSCRIBER", str(e), cursor=str(last)) from None
     except DatabaseUnavailable:
@@ -113,23 +150,14 @@ class Subscription:
     async def sanction_events(
         self, info: Ctx, after: Position | None = None, provider_id: strawberry.ID | None = None
     ) -> AsyncGenerator[LogEvent, None]:
-        principal = info.context.who()
-        provider = parse_id(provider_id, "providerId") if provider_id else None
-        if not principal.sees_everything:
-            if provider is not None and provider != principal.provider_id:
-                raise ApiError("NOT_FOUND", "no such provider")
-            provider = principal.provider_id
-        async for item in _stream(info.context, _cursor(after), SANCTION_TYPES, provider):
+        types, provider = sanction_filter(info.context.who(), provider_id)
+        async for item in _stream(info.context, _cursor(after), types, provider):
             yield item
 
     @strawberry.subscription(description="Every event (providers: their own), then live.")
     async def events(
         self, info: Ctx, after: Position | None = None, types: list[str] | None = None
     ) -> AsyncGenerator[LogEvent, None]:
-        principal = info.context.who()
-        unknown = sorted(set(types or ()) - set(EVENT_TYPES))
-        if unknown:
-            raise bad_input(f"unknown event types {unknown}")
-        provider = None if principal.sees_everything else principal.provider_id
-        async for item in _stream(info.context, _cursor(after), tuple(types or ()), provider):
+        wanted, provider = events_filter(info.context.who(), types)
+        async for item in _stream(info.context, _cursor(after), wanted, provider):
             yield item

@@ -144,6 +144,11 @@ class Compiler:
             return guarded(found, token_hash)
         return found
 
+    def problem(self, query: str, name: str | None, document: DocumentNode) -> str | None:
+        """Why a document fails the schema's validation or limits (None: it passes)."""
+        digest = hashlib.blake2b(query.encode(), digest_size=16).digest()
+        return self._checked(digest, name, document)[0]
+
     def _checked(
         self, digest: bytes, name: str | None, document: DocumentNode
     ) -> tuple[str | None]:

@@ -56,9 +56,10 @@ def select(
     document: DocumentNode,
     operation: OperationDefinitionNode,
     variables: VariableValues,
+    root: GraphQLObjectType | None = None,
 ) -> tuple[Selection, ...]:
-    """The root selections of a query operation."""
-    root = schema.query_type
+    """The root selections of an operation on `root` (the query type unless given)."""
+    root = root or schema.query_type
     assert root is not None
     found = _Collector(schema, fragments(document), variables, operation)
     grouped = collect_fields(schema, found.fragments, variables, root, operation)
