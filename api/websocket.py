@@ -20,11 +20,14 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 
 from api import auth, logs, metrics
+from api.admission import Overloaded
 from api.graphql import fanout
 from api.graphql.compiler import Fallback
 from api.graphql.context import Context
 from api.graphql.errors import coded
-from api.state import ApiState
+from api.state import ApiState, DatabaseUnavailable
+
+TRY_AGAIN_LATER = 1013
 
 
 def token_in(payload: Any) -> str | None:
@@ -49,7 +52,14 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         token = token_in(message.get("payload")) or auth.bearer(
             self.context.request.headers.get("authorization")
         )
-        principal = await self.context.state.principal(token)
+        try:
+            principal = await self.context.state.principal(token)
+        except (DatabaseUnavailable, Overloaded) as e:
+            # 1013, "try again later": clients reconnect (graphql-ws retries it), and the
+            # reason carries the code an operation would have got.
+            code = "OVERLOADED" if isinstance(e, Overloaded) else "STORAGE_UNAVAILABLE"
+            await self.websocket.close(code=TRY_AGAIN_LATER, reason=f"{code}: {e.message}")
+            return
         if principal is None:
             reason = "UNAUTHENTICATED: a valid token is required" if token else (
                 "UNAUTHENTICATED: send a token in connection_init (authorization or token)"

@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from ledger import Database, Ledger
 from tests.api_server import ApiServer, running_api
@@ -152,6 +153,31 @@ def test_a_restart_answers_unavailable_then_recovers_within_two_seconds(
         assert time.monotonic() - back < 5.0, "readyz did not recover"
         time.sleep(0.1)
     assert "INTERNAL" not in client.outcomes
+
+
+@pytest.fixture
+def patient_sign_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sign-in with the database down waits out the pool's timeout: longer than the
+    suite's 2 s for connection_init (read when the app is made)."""
+    monkeypatch.setenv("LEDGER_WS_INIT_TIMEOUT", "10")
+
+
+def test_a_websocket_signing_in_while_the_database_is_down_is_told_to_retry(
+    patient_sign_in: None, api: ApiServer, cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = api.token("regulator")  # before the outage: the sign-in's own lookup fails
+    cluster.stop("fast")
+    try:
+        with connect(api.ws_url, subprotocols=["graphql-transport-ws"], open_timeout=10) as ws:
+            ws.send(json.dumps({"type": "connection_init", "payload": {"token": token}}))
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+    finally:
+        cluster.start()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1013, closed.value.rcvd
+    assert closed.value.rcvd.reason.startswith("STORAGE_UNAVAILABLE: "), closed.value.rcvd
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_a_retried_write_is_recorded_once(
