@@ -4,11 +4,11 @@ and selection) against one strawberry execution per subscriber per event
 (LEDGER_COMPILE_SUBSCRIPTIONS=0), measured in the same run.
 
 For each point (`--subscribers`, default 100 and 1000) and each path, a fresh `ledger
-serve` (one process, the projector and sealer in it, as shipped) on loopback; a client
-process opens the subscriptions over graphql-transport-ws, `--per-connection` of them
-multiplexed on each WebSocket (default 10: 1,000 subscribers on 100 connections; offering
-permessage-deflate, as browsers do, unless `--no-deflate`), all a
-regulator's `sanctionEvents` with the same selection. Once every subscription has
+serve` (one API process, the projector and sealer in child processes, as shipped) on
+loopback; a client process opens the subscriptions over graphql-transport-ws,
+`--per-connection` of them multiplexed on each WebSocket (default 10: 1,000 subscribers
+on 100 connections; offering permessage-deflate, as browsers do, unless `--no-deflate`),
+all a regulator's `sanctionEvents` with the same selection. Once every subscription has
 received a warm-up event, this process imposes sanctions straight through the ledger
 (not through the API) at `--rate` a second (default 20) for `--seconds` (default 15).
 
@@ -315,7 +315,8 @@ def write(
 
 def report(points: list[Point], load: tuple[float, float]) -> None:
     print()
-    print(f"subscription fan-out, one API process (`ledger serve`, projector inside);"
+    print(f"subscription fan-out, one API process (`ledger serve`; its projector and sealer"
+          " in child processes);"
           f" load average {load[0]:.2f} at start, {load[1]:.2f} at end; 2-core machine"
           " shared with other work, so figures are noisy")  # fmt: skip
     head = f"{'subscribers':>11}  {'path':<15}{'writes/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
