@@ -217,7 +217,7 @@ def cpu_seconds(pid: int) -> float:
 def start_server(db: Database, tmp: Path, path: str) -> Server:
     port = free_port()
     command = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1",
-               "--port", str(port)]  # fmt: skip
+               "--port", str(port), "--workers", "1"]  # fmt: skip
     env = server_env(db, SCHEMA, tmp)
     env["LEDGER_COMPILE_SUBSCRIPTIONS"] = PATHS[path]
     # What is measured is the steady state: subscribing 1,000 at once may take a while.

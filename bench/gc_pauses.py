@@ -114,7 +114,7 @@ def resident_mb(pid: int) -> float:
 def serve(db: Database, env: dict[str, str], tmp: Path) -> Server:
     port = free_port()
     command = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1",
-               "--port", str(port)]  # fmt: skip
+               "--port", str(port), "--workers", "1"]  # fmt: skip
     server = start("ledger", command, env, tmp, port)
     wait_ready(server, "GET", "/readyz")
     return server

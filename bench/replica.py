@@ -128,7 +128,7 @@ def start_api(name: str, db: Database, tmp: Path, read_url: str | None) -> Serve
     if read_url:
         env["LEDGER_READ_DATABASE_URL"] = read_url
     port = free_port()
-    command = [sys.executable, "-m", "api.cli", "serve", "--no-projector",
+    command = [sys.executable, "-m", "api.cli", "serve", "--no-projector", "--workers", "1",
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     server = start(name, command, env, tmp, port)
     wait_ready(server, "GET", "/readyz")

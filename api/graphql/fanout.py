@@ -38,7 +38,7 @@ from api.graphql.compiler.plan import select
 from api.graphql.compiler.sql import Unsupported
 from api.graphql.errors import ApiError, shape_error
 from api.graphql.queries import log_event
-from api.graphql.subscriptions import events_filter, owned, sanction_filter
+from api.graphql.subscriptions import ended, events_filter, owned, sanction_filter
 from api.live import PAGE, Batch, SlowSubscriber
 from api.state import ApiState, DatabaseUnavailable
 from ledger.log import LoggedEvent
@@ -162,16 +162,8 @@ async def payloads(state: ApiState, feed: Feed, encode: Encode[T]) -> AsyncItera
                 if feed.provider is None or e.position in await _owned(state, batch, feed):
                     yield _rendered(batch, feed.renderer, encode, e)
                 last = e.position
-    except SlowSubscriber as e:
-        raise ApiError("SLOW_SUBSCRIBER", str(e), cursor=str(last)) from None
-    except DatabaseUnavailable:
-        raise ApiError(
-            "STORAGE_UNAVAILABLE", DatabaseUnavailable.message, cursor=str(last)
-        ) from None
-    except ApiError as e:
-        if e.code != "PROJECTION_LAG":
-            raise
-        raise ApiError(e.code, e.message, cursor=str(last)) from None
+    except (ApiError, SlowSubscriber, DatabaseUnavailable) as e:
+        raise ended(e, last) from None
     finally:
         if subscriber is not None:
             broadcaster.unsubscribe(subscriber)

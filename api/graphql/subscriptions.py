@@ -129,20 +129,24 @@ async def _stream(
             last = events[-1].position
             for e in kept:
                 yield log_event(e)
-    except ApiError as e:
-        if e.code != "PROJECTION_LAG":
-            raise
-        raise ApiError(e.code, e.message, cursor=str(last)) from None
-    except SlowSubscriber as e:
-        raise ApiError("SLOW_SUBSCRIBER", str(e), cursor=str(last)) from None
-    except DatabaseUnavailable:
-        raise ApiError(
-            "STORAGE_UNAVAILABLE", DatabaseUnavailable.message, cursor=str(last)
-        ) from None
+    except (ApiError, SlowSubscriber, DatabaseUnavailable) as e:
+        raise ended(e, last) from None
     finally:
         if subscriber is not None:
             state.extras["broadcaster"].unsubscribe(subscriber)
 
+
+
+def ended(e: ApiError | SlowSubscriber | DatabaseUnavailable, last: int) -> ApiError:
+    """The error that ends a stream, with the cursor of the last event sent: the client
+    resumes from it and misses nothing."""
+    if isinstance(e, SlowSubscriber):
+        return ApiError("SLOW_SUBSCRIBER", str(e), cursor=str(last))
+    if isinstance(e, DatabaseUnavailable):
+        return ApiError("STORAGE_UNAVAILABLE", DatabaseUnavailable.message, cursor=str(last))
+    if e.code == "PROJECTION_LAG":
+        return ApiError(e.code, e.message, cursor=str(last))
+    return e
 
 @strawberry.type
 class Subscription:
