@@ -38,6 +38,11 @@ def serve(
     # Several workers share their figures through files: set up before any starts.
     metrics_dir = metrics.multiprocess_dir(workers, metrics_parent)
     database = Database().start()
+    if database.embedded:
+        # Every process this one starts reaches the embedded server as an external one, so
+        # only this process holds it, and stops it when it ends (a worker that exits
+        # without its atexit hooks would otherwise keep it running after the server).
+        os.environ["LEDGER_DATABASE_URL"] = database.conninfo
     ledger = Ledger.open(database)
     # The projector and the sealer run as child processes: the API processes only serve.
     supervisor = Supervisor.for_workers().start() if with_projector else None

@@ -155,3 +155,29 @@ def test_no_api_process_outlives_a_killed_server(cold: ColdProcess) -> None:
 
 def api_processes(server: int) -> list[int]:
     return [pid for pid, cmdline in children(server).items() if "spawn_main" in cmdline]
+
+
+def test_the_embedded_database_stops_with_a_server_of_several_workers(tmp_path: Path) -> None:
+    """Only `ledger serve` itself holds the embedded server: its workers and followers
+    reach it as an external one, so it stops when the server does."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LEDGER_DATABASE_URL", "LEDGER_SCHEMA")}
+    env["LEDGER_DATA_DIR"] = str(tmp_path)
+    port = free_port()
+    process = subprocess.Popen([*LEDGER, "serve", "--port", str(port), "--workers", "2"],
+                               env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_until(lambda: healthy(port) and len(api_processes(process.pid)) == 2,
+                   "ledger serve did not start", timeout=90)  # fmt: skip
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    postmaster = tmp_path / "pgdata" / "postmaster.pid"
+    wait_until(lambda: not postmaster.exists(), "the embedded PostgreSQL outlived the server")
+
+
+def healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
