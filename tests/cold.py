@@ -79,8 +79,10 @@ class ColdProcess:
         """`ledger serve` (with its projector and sealer) in a new process; yields the
         GraphQL URL once /readyz says ready, and checks that SIGTERM stops it cleanly.
         The process is `self.served` meanwhile."""
+        # One API process unless asked: the suite's workers share one server's connections.
+        workers = () if "--workers" in options else ("--workers", "1")
         process = self.served = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(port), *options],
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(port), *workers, *options],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

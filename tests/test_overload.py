@@ -259,8 +259,10 @@ def test_past_the_queue_bound_a_request_is_refused_at_once(
         for response, seconds in answers:
             assert_overloaded(response, seconds, within=3 + IN_TIME)
         # Two waited out their 3 s; the others found the queue full and were refused at once.
+        # (The loop's timer and the access log's clock differ by a few hundred microseconds:
+        # a wait of 3 s has been logged as 2.9998 s.)
         served = sorted(SERVED.of(response) for response, _ in answers)
-        assert [s >= 3 for s in served] == [False] * 6 + [True] * 2, served
+        assert [s >= 3 - 0.01 for s in served] == [False] * 6 + [True] * 2, served
         assert all(s < IN_TIME - WAIT for s in served[:6]), served
         after = {reason: shed_count(api, "read", reason) for reason in ("queue", "wait")}
         assert (after["queue"] - before["queue"], after["wait"] - before["wait"]) == (6, 2)
