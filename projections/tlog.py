@@ -9,6 +9,7 @@ A tile's hashes are nodes the sealer already keeps: level-0 tiles are leaf hashe
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any
 
@@ -172,3 +173,40 @@ def read_entries(
 ) -> list[bytes] | None:
     query, params = entries_query(events_table, tile)
     return entries_of(conn.execute(query, params).fetchall(), tile)
+
+
+PROOF_HEADER = "c2sp.org/tlog-proof@v1"
+
+
+def tlog_proof(
+    conn: psycopg.Connection[Any], events_table: sql.Composable, position: int,
+    size: int | None = None,
+) -> str:  # fmt: skip
+    """A c2sp.org/tlog-proof@v1 text for the event at `position`, in the latest checkpoint
+    (or the one of `size`) with its cosignatures. Its `extra` line is the event's entry
+    (leaf data), from which a verifier recomputes the leaf hash."""
+    from projections.integrity import ProofError, inclusion_proof
+
+    found = checkpoint(conn, size)
+    if found is None:
+        raise ProofError(
+            "nothing is sealed yet" if size is None else f"no checkpoint of size {size}"
+        )
+    signed_size, note = found
+    proof = inclusion_proof(conn, position, signed_size)
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {}"
+            " WHERE notification_id = %s"
+        ).format(events_table),
+        (position,),
+    ).fetchall()
+    (entry,) = entries_of(rows, Tile(0, 0, 1)) or [b""]
+    lines = [
+        PROOF_HEADER,
+        "extra " + base64.b64encode(entry).decode(),
+        f"index {proof['index']}",
+        *(base64.b64encode(bytes.fromhex(h)).decode() for h in proof["proof"]),
+        "",
+    ]
+    return "\n".join(lines) + "\n" + note

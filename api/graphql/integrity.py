@@ -13,7 +13,7 @@ from api.graphql.context import Context
 from api.graphql.errors import ApiError, bad_input
 from api.graphql.scalars import Position
 from api.state import ApiState
-from projections import integrity
+from projections import integrity, tlog
 
 Ctx = Info[Context, None]
 
@@ -118,3 +118,21 @@ class IntegrityQuery:
             proof=p["proof"],
             document=p,
         )
+
+    @strawberry.field(
+        description="A c2sp.org/tlog-proof@v1 text: the event at a position (its entry in the"
+        " `extra` line), its inclusion proof, and the checkpoint with every cosignature held"
+        " (the latest, or the one of `treeSize`)."
+    )
+    async def tlog_proof(
+        self,
+        info: Ctx,
+        position: Position,  # type: ignore[valid-type]
+        tree_size: Position | None = None,  # type: ignore[valid-type]
+    ) -> str:
+        state = _auditor(info)
+        events = state.ledger.store.events_table
+        text: str = await state.blocking(
+            _read, state, tlog.tlog_proof, events, position, tree_size
+        )
+        return text
