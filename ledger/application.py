@@ -39,6 +39,7 @@ from ledger.group_commit import GroupCommit, Member
 from ledger.log import LoggedEvent
 from ledger.ruleset import Ruleset, load_ruleset
 from ledger.store import IdempotencyRecord, KeyChanges, LedgerRecorder, PriorOutcome, Stored
+from ledger.tlog.tiles import MAX_ENTRY_BYTES, entry_size
 from ledger.unit_of_work import UnitOfWork
 from ledger.vault import Vault
 
@@ -279,7 +280,8 @@ class Ledger(Application[UUID]):
                 uow.now = self.clock()
                 uow.command_index = index
                 value = cmd.execute(uow)
-            new = uow.collect()
+                new = uow.collect()
+                self._check_entries(new)
             last = new[-1]
             records.append(
                 IdempotencyRecord(
@@ -314,6 +316,19 @@ class Ledger(Application[UUID]):
                 results[index] = CommandResult(commands[index].type_name, value, position, False)
         disclosed = [self._disclosed(uow, i, r) for i, r in enumerate(results) if r is not None]
         return disclosed, len(uow.events) if records else 0
+
+    def _check_entries(self, events: Sequence[Any]) -> None:
+        """Refuse an event whose log entry (C2SP entry bundles hold at most 65,535 bytes)
+        would not fit: its stored state plus the longest header a position can make."""
+        for event in events:
+            stored = self.mapper.to_stored_event(event)
+            size = entry_size(stored.originator_version, stored.topic, len(stored.state))
+            if size > MAX_ENTRY_BYTES:
+                raise errors.EntryTooLarge(
+                    f"the event would be a log entry of {size} bytes; at most"
+                    f" {MAX_ENTRY_BYTES} fit: send fewer or shorter items",
+                    entry_bytes=size,
+                )
 
     def _disclosed(self, uow: UnitOfWork, index: int, result: CommandResult) -> CommandResult:
         """A disclosure's result with the identity opened: with the key read in its own

@@ -200,3 +200,9 @@ class RateLimited(LedgerError):
 
 class NotFoundAtPosition(LedgerError):
     code = "NOT_FOUND_AT_POSITION"
+
+
+class EntryTooLarge(LedgerError):
+    """An event that would not fit a log entry (65,535 bytes, C2SP tlog-tiles)."""
+
+    code = "ENTRY_TOO_LARGE"

@@ -29,6 +29,7 @@ __all__ = [
     "TilePathError",
     "decode_bundle",
     "encode_bundle",
+    "entry_size",
     "new_tiles",
     "parse_tile_path",
     "subtree_hash",
@@ -46,6 +47,15 @@ MAX_ENTRY_BYTES = 0xFFFF
 
 _PATH_BASE = 1000
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
+
+
+_LONGEST_HEADER = len("ledger-event-v1\n") + len(f"{2**63 - 1}\n") + 37
+"""The leaf data's header up to the topic (`ledger.proofcheck`), with the longest position."""
+
+
+def entry_size(originator_version: int, topic: str, state_bytes: int) -> int:
+    """The most bytes an event's entry (its leaf data) can take, wherever it lands."""
+    return _LONGEST_HEADER + len(f"{originator_version}\n{topic}\n".encode()) + state_bytes
 
 
 class TilePathError(ValueError):
