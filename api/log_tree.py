@@ -4,6 +4,7 @@
 - ``/log/tile/<L>/<N>[.p/<W>]``: exactly W x 32 bytes, immutable, with a strong ETag.
 - ``/log/tile/entries/<N>[.p/<W>]``: entry bundles, for auditors' and regulators' tokens
   (an entry is a whole event; see docs/tamper-evidence.md).
+- ``/log/keys``: the log's verifier key (``origin+hex8+base64``), one a line.
 - ``/log/checkpoints/index`` (the sizes of every checkpoint signed, one a line) and
   ``/log/checkpoints/<size>``: every checkpoint ever signed, with its cosignatures, so an
   auditor checks each against the previous ones. Not in C2SP: the ledger's own addition.
@@ -26,6 +27,8 @@ from starlette.routing import BaseRoute, Route
 from api import auth
 from api.state import ApiState
 from ledger.actors import Role
+from ledger.database import data_dir
+from ledger.signing import Signer
 from ledger.tlog.checkpoint import MAX_SIZE
 from ledger.tlog.tiles import ENTRIES, Tile, TilePathError, encode_bundle, parse_tile_path
 from projections import tlog
@@ -37,6 +40,11 @@ READERS_OF_ENTRIES = frozenset({Role.AUDITOR, Role.REGULATOR})
 
 
 def routes(state: ApiState) -> list[BaseRoute]:
+    vkeys = Signer.from_environment(data_dir()).checkpoint_signer().vkey + "\n"
+
+    async def keys(request: Request) -> Response:
+        return PlainTextResponse(vkeys, headers={"Cache-Control": "no-cache"})
+
     async def checkpoint(request: Request) -> Response:
         rows = await state.fetch(tlog.LATEST.format(where=""))
         if not rows:
@@ -96,6 +104,7 @@ def routes(state: ApiState) -> list[BaseRoute]:
 
     return [
         Route("/log/checkpoint", checkpoint),
+        Route("/log/keys", keys),
         Route("/log/checkpoints/index", checkpoints_index),
         Route("/log/checkpoints/{size}", checkpoint_of_size),
         Route("/log/tile/{path:path}", tile),

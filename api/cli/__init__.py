@@ -9,6 +9,7 @@ so a new command touches one of them:
 - tokens: token
 - keys: keys
 - integrity: seal, verify, verify-proof
+- tlog: export, audit
 - schema: schema
 
 common holds what they share (the parser, opening the ledger, the progress bar,
@@ -24,11 +25,11 @@ import traceback
 from collections.abc import Sequence
 
 from api import logs
-from api.cli import data, integrity, keys, read_models, schema, serve, tokens
+from api.cli import data, integrity, keys, read_models, schema, serve, tlog, tokens
 from api.cli.common import Parser, fail
 from api.cli.errors import check_environment, describe
 
-GROUPS = (data, read_models, serve, tokens, keys, integrity, schema)
+GROUPS = (data, read_models, serve, tokens, keys, integrity, tlog, schema)
 
 
 def build_parser() -> argparse.ArgumentParser:
