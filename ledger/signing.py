@@ -3,6 +3,11 @@
 `LEDGER_SIGNING_KEY` names the key file; absent, `<data dir>/signing.key` is generated
 (mode 0600). The file holds the 32-byte private key in hex. `ledger keys` prints the
 public key auditors check signatures with.
+
+The same key signs the log's C2SP checkpoints, as the signed-note key named after the
+log's origin (`LEDGER_LOG_ORIGIN`, default `localhost/ledger`): its verifier key is
+``origin+hex8+base64``. The two signed forms cannot be confused: a tree head's message
+starts with ``ledger-tree-head-v1`` and does not end in a newline; a note text does.
 """
 
 from __future__ import annotations
@@ -16,8 +21,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ledger.proofcheck import head_message
+from ledger.tlog.note import Ed25519Signer, is_valid_name
 
 KEY_FILE = "signing.key"
+DEFAULT_ORIGIN = "localhost/ledger"
+
+
+def log_origin() -> str:
+    """The log's checkpoint origin: `LEDGER_LOG_ORIGIN`, a scheme-less URL such as
+    ``ledger.example.org/cac-2014``; `SigningKeyError` when it cannot name a note key."""
+    origin = os.environ.get("LEDGER_LOG_ORIGIN") or DEFAULT_ORIGIN
+    if not is_valid_name(origin) or origin != origin.strip("/") or "://" in origin:
+        raise SigningKeyError(
+            f"LEDGER_LOG_ORIGIN: {origin!r} is not a scheme-less origin such as"
+            " ledger.example.org/log (no spaces, no '+', no trailing slash)"
+        )
+    return origin
 
 
 class SigningKeyError(ValueError):
@@ -66,6 +85,10 @@ class Signer:
     @property
     def public_key_hex(self) -> str:
         return self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+    def checkpoint_signer(self, origin: str | None = None) -> Ed25519Signer:
+        """The signed-note signer of the log's checkpoints: this key, named the origin."""
+        return Ed25519Signer(origin or log_origin(), self.key)
 
     def sign(self, tree_size: int, root: bytes, at: datetime) -> SignedHead:
         timestamp = at.isoformat()

@@ -3,8 +3,9 @@ event's leaf hash to a Merkle tree kept in PostgreSQL, signing a tree head once 
 while events arrive, and whenever asked (`sign_now`).
 
 Tables: `merkle_leaves` (leaf index, log position, leaf hash), `merkle_nodes` (every
-complete perfect subtree above the leaves, so a proof reads O(log n) rows) and
-`tree_heads` (signed heads). The position row `merkle` in `projection_positions` moves in
+complete perfect subtree above the leaves, so a proof reads O(log n) rows),
+`tree_heads` (signed heads) and, beside each head, its C2SP checkpoint (`checkpoints`,
+append-only; `projections.tlog`). The position row `merkle` in `projection_positions` moves in
 the same transaction as the leaves.
 """
 
@@ -22,6 +23,7 @@ from ledger.database import Database, data_dir
 from ledger.merkle import MerkleTree
 from ledger.proofcheck import event_leaf_data, leaf_hash
 from ledger.signing import SignedHead, Signer
+from projections import tlog
 from projections.base import Projection
 from projections.runner import Projector, Step
 
@@ -48,8 +50,8 @@ DDL = (
 MERKLE = Projection(
     name="merkle",
     version=1,
-    tables=("merkle_leaves", "merkle_nodes", "tree_heads"),
-    ddl=DDL,
+    tables=("merkle_leaves", "merkle_nodes", "tree_heads", *tlog.TABLES),
+    ddl=DDL + tlog.DDL,
     handlers={},
 )
 
@@ -104,6 +106,7 @@ class Sealer(Projector):
     ) -> None:
         super().__init__(ledger, database, schema, (MERKLE,), page_size)
         self.signer = signer or Signer.from_environment(data_dir())
+        self.checkpoint_signer = self.signer.checkpoint_signer()
         self.signed_at = 0.0
 
     def step(self, until: dict[str, int] | None = None) -> Step:
@@ -151,6 +154,7 @@ class Sealer(Projector):
             " VALUES (%s, %s, %s, %s) ON CONFLICT (tree_size) DO NOTHING",
             (head.tree_size, head.root_hash, head.timestamp, head.signature),
         )
+        tlog.sign(conn, self.checkpoint_signer, size, root)
         self.signed_at = time.monotonic()
         return head
 

@@ -242,7 +242,7 @@ def backup(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Backup
     finally:
         ledger.close()
         database.stop()
-    public_key = live.ledger("keys").stdout.strip()
+    public_key = live.ledger("keys").stdout.split()[0]
     for proof in proofs:  # the auditor's check, with no database
         live.ledger("verify-proof", str(proof), "--public-key", public_key)
     return Backup(main, keys, old_keys, head, proofs, public_key, erased, kept, live_head)

@@ -154,6 +154,10 @@ def test_a_rewritten_ledger_fails_against_a_head_kept_outside(
     with sql_conn(database, schema) as conn:
         conn.execute(TAMPERING["update"], {"p": target, "q": target})
         conn.execute("TRUNCATE merkle_leaves, merkle_nodes, tree_heads")
+        # The signed checkpoints refuse a second root for a size; an operator owning the
+        # database can still take its triggers off and empty them.
+        conn.execute("ALTER TABLE checkpoints DISABLE TRIGGER USER")
+        conn.execute("TRUNCATE checkpoints")
         conn.execute("UPDATE projection_positions SET position = 0 WHERE name = 'merkle'")
     sealer.sign_now()
     assert run_ledger(database, schema, "verify").returncode == 0  # consistent with itself
@@ -186,7 +190,7 @@ def test_keys_prints_the_public_key_and_verify_proof_runs_without_a_database(
 ) -> None:
     write_some(ledger, 1)
     sealer.sign_now()
-    key = run_ledger(database, schema, "keys").stdout.strip()
+    key = run_ledger(database, schema, "keys").stdout.split()[0]
     assert key == sealer.signer.public_key_hex
     with sql_conn(database, schema) as conn:
         proof = inclusion_proof(conn, ledger.head())

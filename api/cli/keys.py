@@ -13,7 +13,9 @@ from ledger.database import data_dir
 
 def register(sub: Subparsers[Parser]) -> None:
     keys = sub.add_parser(
-        "keys", help="print the tree-head signing public key (hex), or manage the KEK"
+        "keys",
+        help="print the tree-head signing public key (hex) and the checkpoints' verifier key"
+        " (origin+hex8+base64), or manage the KEK",
     )
     kek = keys.add_subparsers(dest="action", parser_class=Parser)
     kek.add_parser("status", help="data keys by key-encryption key")
@@ -30,7 +32,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from ledger.signing import Signer
 
     if args.action is None:
-        print(Signer.from_environment(data_dir()).public_key_hex)
+        signer = Signer.from_environment(data_dir())
+        print(signer.public_key_hex)
+        print(signer.checkpoint_signer().vkey)
         return 0
     if args.action == "new-kek":
         return new_kek()
