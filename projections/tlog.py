@@ -48,6 +48,8 @@ DDL = (
         line text NOT NULL,
         received_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (tree_size, witness))""",
+    # The size each witness last cosigned, read by the witnessing worker and /metrics.
+    "CREATE INDEX IF NOT EXISTS cosignatures_by_witness ON cosignatures (witness, tree_size)",
 )
 TABLES = ("checkpoints", "cosignatures")
 

@@ -170,3 +170,16 @@ class Witnessing:
         )
         store_cosignature(conn, cosigned.size, endpoint.name, cosigned.signature.line())
         return cosigned.size
+
+
+# Per configured witness, at each scrape (api.metrics): the size it last cosigned, the
+# latest checkpoint's size, and the age of the oldest checkpoint it has not covered.
+FIGURES = (
+    "SELECT w.name, coalesce(s.cosigned, 0) AS cosigned, h.latest,"
+    " (SELECT extract(epoch FROM now() - min(c.signed_at)) FROM checkpoints c"
+    "  WHERE c.tree_size > coalesce(s.cosigned, 0)) AS lag_seconds"
+    " FROM unnest({names}::text[]) AS w(name)"
+    " CROSS JOIN (SELECT coalesce(max(tree_size), 0) AS latest FROM checkpoints) h"
+    " LEFT JOIN LATERAL (SELECT max(tree_size) AS cosigned FROM cosignatures"
+    "  WHERE witness = w.name) s ON true"
+)

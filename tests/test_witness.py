@@ -196,7 +196,8 @@ def test_every_refusal_is_typed_and_changes_nothing(tmp_path: Path) -> None:
             (422, request_body(0, [], empty_wrong_root)),
             (422, request_body(0, [EMPTY_ROOT], good)),
             (400, b"old 0\n\n" + b"\x00" + good.encode()),
-            (400, b"old 0\n\n" + good.encode().replace(b"ledger", b"l\xed\xa0\x80edger", 1)),  # lone surrogate
+            # a lone surrogate, encoded
+            (400, b"old 0\n\n" + good.encode().replace(b"ledger", b"l\xed\xa0\x80edger", 1)),
             (400, b"old 00\n\n" + good.encode()),
             (400, b"old -1\n\n" + good.encode()),
             (400, b"old 0\n" + good.encode()),

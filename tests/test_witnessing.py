@@ -21,6 +21,8 @@ from ledger.tlog.checkpoint import Checkpoint, open_checkpoint
 from ledger.tlog.note import open_note, verifier_from_key
 from projections import tlog
 from projections.sealer import Sealer
+from tests.api_server import free_port
+from tests.cold import ColdProcess
 from tests.test_integrity import sql_conn, write_some
 from tests.witnesses import WitnessProcess, witnesses
 from tests.witnesses import ledger as ledger_cli
@@ -190,3 +192,36 @@ def test_a_ledger_rewritten_and_resigned_under_the_same_key_is_refused_with_evid
         assert held.text == open_note(honest_note, [verifier_from_key(key)]).text
         assert Checkpoint.parse(held.text).size == honest and forged_cp.size == forged
         assert "REFUSES" in log.read_text() or "answered 422" in log.read_text()
+
+
+def test_ledger_serve_runs_the_witnessing_worker_and_reports_the_lag(
+    cold: ColdProcess, ledger: Ledger, database: Database, schema: str, tmp_path: Path
+) -> None:
+    from tests.test_metrics import ledger_serve, scrape, value
+
+    vkey = cold.cli("keys").stdout.split()[1]  # the checkpoint key, named LEDGER_LOG_ORIGIN
+    port = free_port()
+    with witnesses(tmp_path, [vkey], count=2) as ws, ledger_serve(
+        cold, port, tmp_path / "serve.log",
+        LEDGER_WITNESSES=" ".join(f"{w.vkey}={w.url}" for w in ws),
+    ):  # fmt: skip
+        write_some(ledger, 2)
+        url = f"http://127.0.0.1:{port}/graphql"
+
+        def caught_up() -> bool:
+            samples = scrape(url)
+            sizes = [value(samples, "ledger_witness_cosigned_size", witness=w.name) for w in ws]
+            return min(sizes) >= 1 and all(
+                value(samples, "ledger_witness_lag_leaves", witness=w.name) == 0 for w in ws
+            )
+
+        eventually(caught_up, timeout=90)
+        _, note = served_checkpoint(database, schema)
+        opened = open_note(
+            note, [verifier_from_key(vkey), *(verifier_from_key(w.vkey) for w in ws)]
+        )
+        assert len(opened.signatures) == 3
+        ws[1].stop()
+        write_some(ledger, 1)
+        eventually(lambda: value(scrape(url), "ledger_witness_lag_seconds", witness=ws[1].name) > 1)
+        assert value(scrape(url), "ledger_witness_lag_leaves", witness=ws[0].name) == 0
