@@ -31,6 +31,7 @@ from api.graphql.schema import build_schema
 from api.health import HealthLine
 from api.http import GRAPHIQL_DIR, GraphQLHttp
 from api.live import Broadcaster
+from api.log_tree import routes as log_routes
 from api.logs import RequestLog
 from api.metrics import MULTIPROCESS, OperationLog
 from api.state import (
@@ -254,6 +255,7 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
             Route("/metrics", metrics.endpoint(state)),
             Route("/graphql", MinPosition(cache if cache_on else http, state)),
             WebSocketRoute("/graphql", WebSocketGraphQL(schema, state)),
+            *log_routes(state),
             # GraphiQL's page (GET /graphql from a browser) loads its assets from here.
             *(
                 [Mount("/graphiql", StaticFiles(directory=GRAPHIQL_DIR), name="graphiql")]

@@ -5,9 +5,10 @@
 public key auditors check signatures with.
 
 The same key signs the log's C2SP checkpoints, as the signed-note key named after the
-log's origin (`LEDGER_LOG_ORIGIN`, default `localhost/ledger`): its verifier key is
-``origin+hex8+base64``. The two signed forms cannot be confused: a tree head's message
-starts with ``ledger-tree-head-v1`` and does not end in a newline; a note text does.
+log's origin (`LEDGER_LOG_ORIGIN`, default `localhost:8000/log`, what `make run` serves):
+its verifier key is ``origin+hex8+base64``. The two signed forms cannot be confused: a
+tree head's message starts with ``ledger-tree-head-v1`` and does not end in a newline; a
+note text does.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ledger.proofcheck import head_message
 from ledger.tlog.note import Ed25519Signer, is_valid_name
 
 KEY_FILE = "signing.key"
-DEFAULT_ORIGIN = "localhost/ledger"
+DEFAULT_ORIGIN = "localhost:8000/log"
 
 
 def log_origin() -> str:

@@ -112,14 +112,22 @@ def all_checkpoints(conn: psycopg.Connection[Any]) -> list[tuple[int, str]]:
     return [(int(r[0]), str(r[1])) for r in rows]
 
 
+# A resource is served once the latest checkpoint covers it, never before.
+_SIGNED = " AND %s <= (SELECT coalesce(max(tree_size), 0) FROM checkpoints)"
+
+
 def tile_query(tile: Tile) -> tuple[sql.Composable, tuple[int, ...]]:
-    """The statement reading a hash tile's hashes, in order, and its parameters."""
-    nodes = tile.nodes()
+    """The statement reading a hash tile's hashes, in order, and its parameters: no row
+    unless the latest checkpoint covers the whole tile."""
+    nodes, signed = tile.nodes(), tile.leaves_needed()
     if tile.level == 0:
         query = "SELECT hash FROM merkle_leaves WHERE leaf_index >= %s AND leaf_index < %s"
-        return sql.SQL(query + " ORDER BY leaf_index"), (nodes.start, nodes.stop)
+        return sql.SQL(query + _SIGNED + " ORDER BY leaf_index"), (nodes.start, nodes.stop, signed)
     query = "SELECT hash FROM merkle_nodes WHERE level = %s AND idx >= %s AND idx < %s"
-    return sql.SQL(query + " ORDER BY idx"), (tile.node_level, nodes.start, nodes.stop)
+    return (
+        sql.SQL(query + _SIGNED + " ORDER BY idx"),
+        (tile.node_level, nodes.start, nodes.stop, signed),
+    )
 
 
 def tile_bytes(rows: Sequence[Any], tile: Tile) -> bytes | None:
@@ -128,15 +136,18 @@ def tile_bytes(rows: Sequence[Any], tile: Tile) -> bytes | None:
     return b"".join(hashes) if len(hashes) == tile.width else None
 
 
-def entries_query(events_table: sql.Composable, tile: Tile) -> tuple[sql.Composed, tuple[int, int]]:
-    """The statement reading an entry bundle's events, in leaf order, and its parameters."""
+def entries_query(
+    events_table: sql.Composable, tile: Tile
+) -> tuple[sql.Composed, tuple[int, int, int]]:
+    """The statement reading an entry bundle's events, in leaf order, and its parameters:
+    no row unless the latest checkpoint covers the whole bundle."""
     nodes = tile.nodes()
     query = sql.SQL(
         "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state"
         " FROM merkle_leaves l JOIN {events} e ON e.notification_id = l.position"
-        " WHERE l.leaf_index >= %s AND l.leaf_index < %s ORDER BY l.leaf_index"
+        " WHERE l.leaf_index >= %s AND l.leaf_index < %s" + _SIGNED + " ORDER BY l.leaf_index"
     ).format(events=events_table)
-    return query, (nodes.start, nodes.stop)
+    return query, (nodes.start, nodes.stop, tile.leaves_needed())
 
 
 def entries_of(rows: Sequence[Any], tile: Tile) -> list[bytes] | None:
