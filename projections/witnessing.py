@@ -9,8 +9,10 @@ cosignatures and never holds a sealing transaction. Each witness is followed by 
 thread, so one witness's timeouts never delay another's cosignature. Two servers'
 workers take turns through a session advisory lock per witness.
 
-Nothing it holds in memory outlives a restart that matters: the size a witness last
-cosigned is read back from `cosignatures`, and a 409 from the witness corrects it.
+It wakes on a notification (`LISTEN ledger_checkpoints`, sent by a trigger when a
+checkpoint commits) and looks anyway once a second. Nothing it holds in memory outlives a
+restart that matters: the size a witness last cosigned is read back from `cosignatures`,
+and a 409 from the witness corrects it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from projections.sealer import PgNodeStore
 
 log = logging.getLogger("ledger.witnessing")
 
-POLL_SECONDS = 0.1
+CHANNEL = "ledger_checkpoints"  # notified by a trigger on checkpoints (projections.tlog)
+WAKE_SECONDS = 1.0  # looks anyway this often: a safety net under LISTEN
 FIRST_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -130,6 +133,7 @@ class Witnessing:
             stop.wait(1.0)  # another server's worker follows this witness
         else:
             return
+        conn.execute(f"LISTEN {CHANNEL}")
         log.info("witness %s: following (%s)", endpoint.name, endpoint.url)
         self._run(conn, endpoint, stop)
 
@@ -141,7 +145,10 @@ class Witnessing:
         while not stop.is_set():
             latest = latest_checkpoint(conn)
             if latest is None or latest[0] <= held:
-                stop.wait(POLL_SECONDS)
+                # Until a checkpoint commits (notifications that came while busy are
+                # kept by psycopg and end the wait at once).
+                for _ in conn.notifies(timeout=WAKE_SECONDS, stop_after=1):
+                    pass
                 continue
             size, note = latest
             try:
