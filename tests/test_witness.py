@@ -7,6 +7,9 @@ import base64
 import hashlib
 import json
 import signal
+import subprocess
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +28,14 @@ from ledger.tlog.note import (
     sign_note,
     verifier_from_key,
 )
-from tests.witnesses import SpecLog, WitnessProcess, ledger, request_body, witnesses
+from tests.witnesses import (
+    SpecLog,
+    WitnessProcess,
+    env_without_ledger,
+    ledger,
+    request_body,
+    witnesses,
+)
 
 ORIGIN = "ledger.test/witnessed"
 
@@ -216,3 +226,87 @@ def test_every_refusal_is_typed_and_changes_nothing(tmp_path: Path) -> None:
         cosigned(w.add_checkpoint(0, [], good), good, w)  # nothing above changed the state
         with pytest.raises(UnverifiedNote):
             open_note(good, [verifier_from_key(w.vkey)])
+
+
+def test_a_witness_killed_mid_stream_keeps_every_size_it_acknowledged(tmp_path: Path) -> None:
+    log = SpecLog(ORIGIN)
+    log.append(*(str(i).encode() for i in range(2000)))
+    progress = {"acknowledged": 0, "attempted": 0}
+
+    def submit(w: WitnessProcess) -> None:
+        with httpx.Client() as client:
+            for size in range(1, 2001):
+                progress["attempted"] = size
+                held = progress["acknowledged"]
+                note = log.checkpoint(size)
+                try:
+                    answer = w.add_checkpoint(held, log.proof(held, size), note, client)
+                except httpx.HTTPError:
+                    return  # killed
+                assert answer.status_code == 200, answer.text
+                progress["acknowledged"] = size
+
+    with witnesses(tmp_path, [log.vkey]) as (w,):
+        submitter = threading.Thread(target=submit, args=(w,))
+        submitter.start()
+        while progress["acknowledged"] < 30:
+            time.sleep(0.005)
+        assert w.process is not None
+        w.process.kill()  # mid-request, as likely as not
+        submitter.join()
+        acknowledged, attempted = progress["acknowledged"], progress["attempted"]
+        assert 30 <= acknowledged < 2000, "the witness was not killed mid-stream"
+        w.stop()
+        w.start()
+        held = int(w.add_checkpoint(0, [], log.checkpoint()).text)
+        # committed before it answered: never behind what it acknowledged
+        assert held in (acknowledged, attempted)
+        cosigned(w.add_checkpoint(held, log.proof(held), log.checkpoint()), log.checkpoint(), w)
+
+
+def test_the_witness_command_refuses_bad_settings_in_one_line(tmp_path: Path) -> None:
+    log = SpecLog(ORIGIN)
+    key = tmp_path / "w.key"
+    ledger("witness", "keygen", "witness.test/cli", "--key-file", str(key))
+    plain = tmp_path / "plain.key"
+    plain.write_text(log.signer.skey + "\n")  # an Ed25519 (0x01) key: not a witness key
+    garbage = tmp_path / "garbage.key"
+    garbage.write_text("PRIVATE+KEY+x+00000000+AAAA\n")
+
+    def config(body: str) -> str:
+        path = tmp_path / "bad.toml"
+        path.write_text(f'key_file = "w.key"\ndatabase = "s.sqlite3"\n{body}')
+        return str(path)
+
+    refusals: list[tuple[int, list[str]]] = [
+        (2, ["keygen", "a b", "--key-file", str(tmp_path / "k1")]),
+        (2, ["keygen", "a+b", "--key-file", str(tmp_path / "k2")]),
+        (2, ["keygen", "", "--key-file", str(tmp_path / "k3")]),
+        (1, ["keygen", "witness.test/again", "--key-file", str(key)]),  # never overwritten
+        (2, ["vkey", "--key-file", str(plain)]),
+        (2, ["vkey", "--key-file", str(garbage)]),
+        (2, ["serve", "--key-file", str(key)]),
+        (2, ["serve", "--key-file", str(key), "--database", str(tmp_path / "s")]),
+        (2, ["serve", "--config", config(f'[[log]]\nkey = "{log.vkey}"\n'), "--listen", "x"]),
+        (2, ["serve", "--config", config('[[log]]\nkey = "not a key"\n')]),
+        (2, ["serve", "--config", config(f'[[log]]\nkey = "{log.vkey}"\norigin = "a\\u0000b"\n')]),
+        (2, ["serve", "--config", config(f'[[log]]\nkey = "{log.vkey}"\norigin = "\\ud800"\n')]),
+        (
+            2,
+            [
+                "serve",
+                "--config",
+                config(f'[[log]]\nkey = "{log.vkey}"\n[[log]]\nkey = "{log.vkey}"\n'),
+            ],
+        ),
+        (2, ["serve", "--config", config('colour = "blue"\n')]),
+        (2, ["serve", "--config", config("log = 3\n")]),
+    ]
+    for status, args in refusals:
+        done = subprocess.run(
+            [sys.executable, "-m", "api.cli", "witness", *args],
+            capture_output=True, text=True, timeout=60, env=env_without_ledger(),
+        )  # fmt: skip
+        assert done.returncode == status, (args, done.stderr)
+        assert done.stderr.startswith("ledger: ") and done.stderr.count("\n") == 1, done.stderr
+    assert key.read_text().startswith("PRIVATE+KEY+witness.test/cli+")

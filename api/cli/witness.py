@@ -178,9 +178,20 @@ def _log_keys(vkey: str, origin: object, where: str) -> LogKeys:
         verifier = verifier_from_key(vkey)
     except NoteError as e:
         raise CliError(f"{where}: {vkey!r} is not a verifier key ({e})", USAGE) from None
-    if origin is not None and (not isinstance(origin, str) or not origin):
-        raise CliError(f"{where}: origin must be a non-empty string", USAGE)
+    if origin is not None and not _one_line(origin):
+        raise CliError(f"{where}: origin must be one line of text, without control characters",
+                       USAGE)  # fmt: skip
     return LogKeys(origin or verifier.name, (verifier,))
+
+
+def _one_line(text: object) -> bool:
+    if not isinstance(text, str) or not text or any(c < " " or c == "\x7f" for c in text):
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def serve(cosigner: CosignatureSigner, settings: Settings) -> int:
