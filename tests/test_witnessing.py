@@ -18,10 +18,12 @@ import httpx
 import pytest
 
 from ledger import Database, Ledger
+from ledger.merkle import MerkleTree
 from ledger.tlog.checkpoint import Checkpoint, open_checkpoint
+from ledger.tlog.forks import compare_with_witness, fetch_witness_checkpoint
 from ledger.tlog.note import open_note, verifier_from_key
 from projections import tlog
-from projections.sealer import Sealer
+from projections.sealer import PgNodeStore, Sealer
 from tests.api_server import free_port
 from tests.cold import ColdProcess
 from tests.test_integrity import sql_conn, write_some
@@ -81,6 +83,11 @@ def cosigned_by(database: Database, schema: str, size: int) -> set[str]:
     with sql_conn(database, schema) as conn:
         rows = conn.execute("SELECT witness FROM cosignatures WHERE tree_size = %s", (size,))
         return {str(r[0]) for r in rows.fetchall()}
+
+
+def tree_root(database: Database, schema: str, size: int) -> bytes:
+    with sql_conn(database, schema) as conn:
+        return MerkleTree(PgNodeStore(conn)).root(size)
 
 
 def served_checkpoint(database: Database, schema: str) -> tuple[int, str]:
@@ -165,6 +172,11 @@ def test_a_ledger_rewritten_and_resigned_under_the_same_key_is_refused_with_evid
         with witnessing(database, schema, data_dir, [w], log):
             eventually(lambda: cosigned_by(database, schema, honest) == {w.name})
         _, honest_note = served_checkpoint(database, schema)
+        log_keys, witness_keys = [verifier_from_key(key)], [verifier_from_key(w.vkey)]
+        assert compare_with_witness(
+            fetch_witness_checkpoint(w.url, ORIGIN) or "", log_keys, witness_keys, honest,
+            lambda n: tree_root(database, schema, n),
+        ) is None  # fmt: skip
         # The operator rewrites an early event, drops the tree, checkpoints and
         # cosignatures, and has the sealer sign the rewritten history with the same key.
         with sql_conn(database, schema) as conn:
@@ -193,6 +205,18 @@ def test_a_ledger_rewritten_and_resigned_under_the_same_key_is_refused_with_evid
         assert held.text == open_note(honest_note, [verifier_from_key(key)]).text
         assert Checkpoint.parse(held.text).size == honest and forged_cp.size == forged
         assert "REFUSES" in log.read_text() or "answered 422" in log.read_text()
+        # An auditor holding the rewritten tree asks the witness what it cosigned: a fork.
+        finding = compare_with_witness(
+            fetch_witness_checkpoint(w.url, ORIGIN) or "", log_keys, witness_keys, forged,
+            lambda n: tree_root(database, schema, n),
+        )  # fmt: skip
+        assert finding is not None and finding.kind == "fork", finding
+        assert f"size {honest}" in finding.message and w.name in finding.message
+        assert compare_with_witness(
+            fetch_witness_checkpoint(w.url, ORIGIN) or "", log_keys, witness_keys, honest - 1,
+            lambda n: tree_root(database, schema, n),
+        ).kind == "behind"  # type: ignore[union-attr]  # fmt: skip
+        assert fetch_witness_checkpoint(w.url, "ledger.example.org/other") is None
 
 
 def test_ledger_serve_runs_the_witnessing_worker_and_reports_the_lag(
