@@ -155,7 +155,7 @@ class Witnessing:
                 held = self.submit(conn, endpoint, note, size, held)
                 backoff = FIRST_BACKOFF_SECONDS
             except WitnessError as e:
-                if isinstance(e, WitnessConflict):
+                if isinstance(e, WitnessConflict) or e.status == 422:
                     log.error("witness %s: REFUSES this log's view: %s", endpoint.name, e)
                 else:
                     log.warning("witness %s: %s; again in %.1f s", endpoint.name, e, backoff)

@@ -156,6 +156,8 @@ def test_split_view_is_refused_and_the_evidence_kept(tmp_path: Path) -> None:
         offered = forked.checkpoint()
         refused = w.add_checkpoint(10, forked.proof(10), offered)
         assert refused.status_code == 422 and "does not verify" in refused.text
+        again = w.add_checkpoint(10, forked.proof(10), offered)  # a retry: no second record
+        assert again.status_code == 422
         same_size = forked.checkpoint(10)
         assert w.add_checkpoint(10, [], same_size).status_code == 422
         assert w.add_checkpoint(0, [], offered).text == "10\n"  # still holds the honest view

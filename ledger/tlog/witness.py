@@ -141,9 +141,9 @@ def parse_add_checkpoint(body: bytes) -> tuple[int, list[bytes], str]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("the request is not UTF-8") from None
-    first, _, rest = text.partition("\n")
+    first, newline, rest = text.partition("\n")
     match = _OLD.fullmatch(first)
-    if not match or not _:
+    if not match or not newline:
         raise BadRequest("the first line must be 'old <size>'")
     proof: list[bytes] = []
     while True:
@@ -212,8 +212,6 @@ class Witness:
             return Answer(400, "the old size is larger than the checkpoint's\n")
         if checkpoint.size == 0 and checkpoint.root != EMPTY_ROOT:
             return Answer(422, "a checkpoint of size 0 must have the empty tree's root\n")
-        if old_size == 0 and proof:
-            return Answer(422, "no consistency proof is needed from size 0\n")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -240,6 +238,8 @@ class Witness:
         held_size = 0 if row is None else int(row[0])
         if old_size != held_size:
             return Answer(409, f"{held_size}\n", SIZE_CONTENT_TYPE)
+        if old_size == 0 and proof:
+            return Answer(422, "no consistency proof is needed from size 0\n")
         if row is not None:
             held = Checkpoint(checkpoint.origin, held_size, bytes(row[1]))
             if not consistent(held, checkpoint, proof):
@@ -272,15 +272,20 @@ class Witness:
         reason: str,
     ) -> None:
         lines = "".join(base64.b64encode(h).decode() + "\n" for h in proof)
-        cursor = self._db.execute(
-            "INSERT INTO evidence (origin, recorded_at, reason, held, offered, old_size, proof)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (origin, _now(), reason, held, offered, old_size, lines),
-        )
+        kept = self._db.execute(
+            "SELECT id FROM evidence WHERE origin = ? AND held = ? AND offered = ?",
+            (origin, held, offered),
+        ).fetchone()  # a log retrying the same checkpoint adds no row
+        if kept is None:
+            kept = self._db.execute(
+                "INSERT INTO evidence (origin, recorded_at, reason, held, offered, old_size,"
+                " proof) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (origin, _now(), reason, held, offered, old_size, lines),
+            ).fetchone()
         log.critical(
             "witness: REFUSED a validly signed checkpoint of %s: %s (size %d cosigned;"
             " evidence #%d kept: both checkpoints and the proof)",
-            origin, reason, old_size, cursor.lastrowid,
+            origin, reason, old_size, kept[0],
         )  # fmt: skip
 
     # -- reads ----------------------------------------------------------------------------
