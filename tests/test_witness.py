@@ -312,3 +312,21 @@ def test_the_witness_command_refuses_bad_settings_in_one_line(tmp_path: Path) ->
         assert done.returncode == status, (args, done.stderr)
         assert done.stderr.startswith("ledger: ") and done.stderr.count("\n") == 1, done.stderr
     assert key.read_text().startswith("PRIVATE+KEY+witness.test/cli+")
+
+
+def test_one_witness_follows_several_logs_each_on_its_own(tmp_path: Path) -> None:
+    first, second = SpecLog(ORIGIN), SpecLog("ledger.test/another-regulator")
+    first.append(b"a", b"b")
+    second.append(b"x")
+    with witnesses(tmp_path, [first.vkey, second.vkey]) as (w,):
+        for log in (first, second):
+            cosigned(w.add_checkpoint(0, [], log.checkpoint()), log.checkpoint(), w)
+        second.append(b"y", b"z")
+        cosigned(w.add_checkpoint(1, second.proof(1), second.checkpoint()), second.checkpoint(), w)
+        assert w.add_checkpoint(0, [], first.checkpoint()).text == "2\n"
+        assert w.add_checkpoint(0, [], second.checkpoint()).text == "3\n"
+        # a checkpoint of one log signed with the other's key is not trusted
+        borrowed = sign_note(Checkpoint(ORIGIN, 3, second.tree.root(3)).text, [second.signer])
+        assert w.add_checkpoint(2, [], borrowed).status_code == 403
+        about = httpx.get(w.url + "/").text
+        assert f"log {ORIGIN}\n" in about and "log ledger.test/another-regulator\n" in about
