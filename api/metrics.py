@@ -6,7 +6,8 @@ operation name, subscribers connected and dropped as slow, response cache hits a
 misses, database pool connections in use and requests waiting, requests shed as
 OVERLOADED and the slots of each admission gate (api.admission). Read from
 `projection_positions` at each scrape: every projection's position, lag and dead letters
-(the sealer is the projection `merkle`), and the log's head.
+(the sealer is the projection `merkle`), and the log's head; with LEDGER_WITNESSES, each
+witness's cosigned size and lag (from `cosignatures` and `checkpoints`).
 
 With `ledger serve --workers N` (N > 1) every worker writes its figures to files in
 PROMETHEUS_MULTIPROC_DIR (a fresh temporary folder `ledger serve` makes) and a scrape,
@@ -421,6 +422,44 @@ async def read_side(state: ApiState) -> list[Metric]:
     return [up, head, position, lag, lag_seconds, failures]
 
 
+async def witness_figures(state: ApiState) -> list[Metric]:
+    """Per witness in LEDGER_WITNESSES: the size it last cosigned, and how far the latest
+    checkpoint is ahead of it, in leaves and in seconds (0 when it has cosigned it)."""
+    from projections.witnessing import FIGURES, endpoints_from_env
+
+    try:
+        names = [e.name for e in endpoints_from_env()]
+    except ValueError:
+        names = []
+    if not names:
+        return []
+    query = sql.SQL(FIGURES).format(names=sql.Literal(names))
+    try:
+        rows = await asyncio.wait_for(state.health_fetch(query), SCRAPE_TIMEOUT_SECONDS)
+    except (psycopg.errors.UndefinedTable, TimeoutError, DatabaseUnavailable, *DATABASE_FAULTS):
+        return []
+    cosigned = GaugeMetricFamily(
+        "ledger_witness_cosigned_size", "The largest checkpoint size each witness cosigned.",
+        labels=["witness"],
+    )  # fmt: skip
+    lag = GaugeMetricFamily(
+        "ledger_witness_lag_leaves",
+        "Leaves between the latest checkpoint and the last one each witness cosigned.",
+        labels=["witness"],
+    )
+    lag_seconds = GaugeMetricFamily(
+        "ledger_witness_lag_seconds",
+        "Age of the oldest checkpoint each witness has not cosigned (0 when caught up).",
+        labels=["witness"],
+    )
+    for row in rows:
+        name = [row["name"]]
+        cosigned.add_metric(name, row["cosigned"])
+        lag.add_metric(name, max(0, row["latest"] - row["cosigned"]))
+        lag_seconds.add_metric(name, max(0.0, float(row["lag_seconds"] or 0)))
+    return [cosigned, lag, lag_seconds]
+
+
 class _Collected:
     """Figures from several sources, as one collector."""
 
@@ -442,7 +481,7 @@ async def exposition(state: ApiState, accept: str | None = None) -> tuple[bytes,
     else:
         counted = REGISTRY
     everything = CollectorRegistry(auto_describe=False)
-    everything.register(_Collected(counted, await read_side(state)))
+    everything.register(_Collected(counted, await read_side(state), await witness_figures(state)))
     encoder, media_type = choose_encoder(accept or "")
     return encoder(everything), media_type
 

@@ -1,4 +1,5 @@
-"""`ledger serve`'s background workers (the projector, the sealer) as child processes, so
+"""`ledger serve`'s background workers (the projector, the sealer, and with `LEDGER_WITNESSES`
+set the witnessing worker) as child processes, so
 that the API processes only serve: a worker's CPU never contends for an API process's GIL.
 
 Each child is restarted when it exits, after a backoff that doubles from half a second to
@@ -28,7 +29,14 @@ MAX_BACKOFF_S = 30.0
 HEALTHY_AFTER_S = 60.0
 STOP_TIMEOUT_S = 10.0
 WORKERS = ("projector", "sealer")
+WITNESSING = "witnesses"
 PR_SET_PDEATHSIG = 1
+
+
+def configured_workers() -> tuple[str, ...]:
+    """The workers to run: the witnessing worker too when witnesses are configured."""
+    witnesses = os.environ.get("LEDGER_WITNESSES", "").strip()
+    return (*WORKERS, WITNESSING) if witnesses else WORKERS
 
 
 def worker_command(name: str) -> list[str]:
@@ -87,8 +95,9 @@ class Supervisor:
         self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
 
     @classmethod
-    def for_workers(cls, names: Sequence[str] = WORKERS) -> Supervisor:
-        return cls([Child(name, worker_command(name)) for name in names])
+    def for_workers(cls, names: Sequence[str] | None = None) -> Supervisor:
+        chosen = configured_workers() if names is None else names
+        return cls([Child(name, worker_command(name)) for name in chosen])
 
     def start(self) -> Supervisor:
         self._thread.start()

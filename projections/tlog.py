@@ -49,6 +49,16 @@ DDL = (
         line text NOT NULL,
         received_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (tree_size, witness))""",
+    # The size each witness last cosigned, read by the witnessing worker and /metrics.
+    "CREATE INDEX IF NOT EXISTS cosignatures_by_witness ON cosignatures (witness, tree_size)",
+    # Wakes the witnessing worker (projections.witnessing) when a checkpoint commits.
+    """CREATE OR REPLACE FUNCTION checkpoints_notify() RETURNS trigger
+        LANGUAGE plpgsql AS $$ BEGIN
+        PERFORM pg_notify('ledger_checkpoints', TG_TABLE_SCHEMA); RETURN NULL;
+        END $$""",
+    """CREATE OR REPLACE TRIGGER checkpoints_notify
+        AFTER INSERT ON checkpoints
+        FOR EACH ROW EXECUTE FUNCTION checkpoints_notify()""",
 )
 TABLES = ("checkpoints", "cosignatures")
 

@@ -11,6 +11,7 @@ so a new command touches one of them:
 - integrity: seal, verify, verify-proof
 - tlog: export, audit
 - schema: schema
+- witness: witness (a witness anyone runs; no database)
 
 common holds what they share (the parser, opening the ledger, the progress bar,
 argument types); errors, how a refusal is worded.
@@ -25,11 +26,11 @@ import traceback
 from collections.abc import Sequence
 
 from api import logs
-from api.cli import data, integrity, keys, read_models, schema, serve, tlog, tokens
+from api.cli import data, integrity, keys, read_models, schema, serve, tlog, tokens, witness
 from api.cli.common import Parser, fail
 from api.cli.errors import check_environment, describe
 
-GROUPS = (data, read_models, serve, tokens, keys, integrity, tlog, schema)
+GROUPS = (data, read_models, serve, tokens, keys, integrity, tlog, schema, witness)
 
 
 def build_parser() -> argparse.ArgumentParser:

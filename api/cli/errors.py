@@ -17,6 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 from ledger.database import DatabaseError, data_dir, one_line
 from ledger.errors import LedgerError
 from ledger.ruleset import RulesetError
+from ledger.tlog.witness_client import parse_witnesses
 from ledger.vault import KEY_FILE, Vault
 
 USAGE = 2  # the exit status of a bad argument or setting; 1 is a failure while running
@@ -68,6 +69,7 @@ NUMBERS: dict[str, tuple[Callable[[str], bool], str]] = {
     "LEDGER_OVERLOAD_WAIT": (_seconds_from_zero, "a number of seconds from 0"),
     "LEDGER_OVERLOAD_QUEUE": (_integer(0), "a whole number from 0"),
     "LEDGER_GC_THRESHOLDS": (_thresholds, "three positive whole numbers, as 700,10,10"),
+    "LEDGER_WITNESS_TIMEOUT": (_positive_number, "a positive number of seconds"),
 }
 
 
@@ -84,6 +86,12 @@ def check_environment() -> None:
         value = os.environ.get(name)
         if value is not None and not valid(value):
             raise CliError(f"{name}={value!r}: expected {what}", USAGE)
+    witnesses = os.environ.get("LEDGER_WITNESSES")
+    if witnesses:
+        try:
+            parse_witnesses(witnesses)
+        except ValueError as e:
+            raise CliError(f"LEDGER_WITNESSES: {e}", USAGE) from None
     directory = data_dir()
     existing = next(p for p in (directory, *directory.parents) if p.exists())
     if not existing.is_dir():

@@ -20,6 +20,7 @@ from api.cli.common import (
     schema_of,
 )
 from api.cli.errors import CliError
+from ledger import Database
 
 log = logging.getLogger("ledger")
 
@@ -31,8 +32,9 @@ def register(sub: Subparsers[Parser]) -> None:
     project = sub.add_parser("project", help="keep every projection live until stopped")
     project.add_argument(
         "--only",
-        choices=("projector", "sealer"),
-        help="run one follower (ledger serve runs each as a child process); default: both",
+        choices=("projector", "sealer", "witnesses"),
+        help="run one follower (ledger serve runs each as a child process); default: the"
+        " projector and the sealer (witnesses: send checkpoints to LEDGER_WITNESSES)",
     )
     project.set_defaults(run=cmd_project)
 
@@ -81,6 +83,8 @@ def cmd_project(args: argparse.Namespace) -> int:
     with open_database_and_ledger() as (database, ledger):
         if args.only == "sealer":
             Sealer(ledger, database).follow(stop)
+        elif args.only == "witnesses":
+            follow_witnesses(database, schema_of(ledger), stop)
         elif args.only == "projector":
             run_until_stopped(Projector(ledger, database), stop)
         else:
@@ -90,6 +94,15 @@ def cmd_project(args: argparse.Namespace) -> int:
             sealer.join()
     log.info("%s: stopped", args.only or "projector")
     return 0
+
+
+def follow_witnesses(database: Database, schema: str, stop: threading.Event) -> None:
+    from projections.witnessing import Witnessing
+
+    witnessing = Witnessing(database, schema)
+    if not witnessing.endpoints:
+        raise CliError("LEDGER_WITNESSES: no witness configured", 2)
+    witnessing.follow(stop)
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
