@@ -165,3 +165,44 @@ def test_an_audit_over_http(
         assert "checking against the key the source publishes" in done.stdout
         denied = run_ledger(database, schema, "audit", f"{base}/log", "--key", vkey, "--no-replay")
         assert denied.returncode == 1 and "HTTP 401" in denied.stderr
+
+
+def test_audit_reports_the_fork_a_witness_cosigned_the_other_side_of(
+    ledger: Ledger, database: Database, schema: str, data_dir: Path, tmp_path: Path
+) -> None:
+    """Split view: the operator rewrites an event, re-seals and re-signs under the same
+    key. The export of the new history verifies on its own; asked what it cosigned, the
+    witness shows the other history, and the audit reports the fork."""
+    from projections import tlog
+    from tests.test_integrity import TAMPERING
+    from tests.witnesses import witnesses
+
+    write_some(ledger, 4)
+    sealer = Sealer(ledger, database, schema, page_size=50)
+    sealer.setup()
+    sealer.sign_now()
+    vkey = run_ledger(database, schema, "keys").stdout.split()[1]
+    with witnesses(tmp_path, [vkey], count=1) as (w,):
+        with sql_conn(database, schema) as conn:
+            size, note = tlog.checkpoint(conn) or (0, "")
+        assert w.add_checkpoint(0, [], note).status_code == 200
+        honest = tmp_path / "honest"
+        assert run_ledger(database, schema, "export", str(honest)).returncode == 0
+        asked = ("--witness", f"{w.vkey}={w.url}")
+        assert "OK:" in audit(database, schema, honest, vkey, *asked)
+
+        target = next(e.position for e in ledger.read_log(types=["Account.SanctionImposed"]))
+        with sql_conn(database, schema) as conn:
+            conn.execute(TAMPERING["update"], {"p": target})
+            conn.execute("TRUNCATE merkle_leaves, merkle_nodes, tree_heads")
+            conn.execute("ALTER TABLE checkpoints DISABLE TRIGGER USER")
+            conn.execute("TRUNCATE checkpoints")
+            conn.execute("UPDATE projection_positions SET position = 0 WHERE name = 'merkle'")
+        assert sealer.sign_now() == size
+        rewritten = tmp_path / "rewritten"
+        assert run_ledger(database, schema, "export", str(rewritten)).returncode == 0
+        assert "OK:" in audit(database, schema, rewritten, vkey)  # consistent with itself
+        shown = audit(database, schema, rewritten, vkey, *asked)
+        assert "FAILED fork:" in shown and f"witness {w.name} cosigned" in shown
+        assert note.split("\n\n")[0] in shown  # the evidence: what the witness cosigned
+    sealer.close()

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from api.cli.common import (
     Parser,
@@ -46,6 +47,13 @@ def register(sub: Subparsers[Parser]) -> None:
         default=[],
         metavar="FILE",
         help="a checkpoint kept apart (a witness's, say)",
+    )
+    audit.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="VKEY=URL",
+        help="a witness to ask what it cosigned (its verifier key and URL)",
     )
     audit.add_argument("--token", help="an auditor's token, to read entries over HTTP")
     audit.add_argument("--database", help="postgresql:// URL (default: an embedded server)")
@@ -98,12 +106,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise CliError(f"--key: {e}", USAGE) from None
     if args.at is not None and args.account is None:
         raise CliError("--at needs --account", USAGE)
+    kept = [*args.checkpoint, *_witnessed(args.witness, verifiers)]
     started = time.monotonic()
     with _replay(args) as replay:
         report = audit(
             fetch,
             verifiers,
-            args.checkpoint,
+            kept,
             on_entries=replay,
             progress=lambda n, total: progress_bar(n, total, "entries"),
         )
@@ -234,6 +243,37 @@ def _keys_of_source(fetch: Callable[[str], bytes]) -> list[str]:
         " obtained elsewhere to rule out a log that signs its own forgery"
     )
     return keys
+
+
+def _witnessed(witnesses: list[str], log_keys: list[Any]) -> list[tuple[str, str]]:
+    """Each witness's last cosigned checkpoint of the log, its cosignature checked."""
+    from ledger.tlog.checkpoint import CheckpointError, open_checkpoint
+    from ledger.tlog.forks import fetch_witness_checkpoint
+    from ledger.tlog.note import NoteError, verifier_from_key
+
+    kept = []
+    for item in witnesses:
+        vkey, _, url = item.partition("=")
+        try:
+            witness = verifier_from_key(vkey)
+        except NoteError as e:
+            raise CliError(f"--witness {item}: {e}", USAGE) from None
+        for log in log_keys:
+            try:
+                note = fetch_witness_checkpoint(url, log.name)
+            except (OSError, ValueError) as e:
+                raise CliError(f"--witness {item}: {e}") from None
+            if note is None:
+                print(f"note: witness {witness.name} has cosigned nothing of {log.name}")
+                continue
+            try:
+                open_checkpoint(note, [witness])
+            except (NoteError, CheckpointError) as e:
+                raise CliError(
+                    f"witness {witness.name}: its checkpoint does not verify: {e}"
+                ) from None
+            kept.append((f"the checkpoint witness {witness.name} cosigned", note))
+    return kept
 
 
 def _checkpoint_file(path: str) -> tuple[str, str]:
