@@ -12,19 +12,28 @@
 Tiles and the checkpoint are public: they reveal hashes only. A malformed path answers
 400, a tile beyond the latest checkpoint 404; neither ever carries a body of the wrong
 length.
+
+Full hash tiles never change, so each API process keeps the last `LEDGER_TILE_CACHE`
+served (default 2,048, 16 MiB) and answers them without the database. It serves one only
+while the latest checkpoint covers it: the checkpoint's size and root are read again at
+most once a second, and a log whose latest checkpoint shrank or changed (a database
+restored from an older backup, a rewritten log) empties the cache.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import re
+import time
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from api import auth
+from api.graphql.compiler.cache import Lru
 from api.state import ApiState
 from ledger.actors import Role
 from ledger.database import data_dir
@@ -39,8 +48,32 @@ OCTETS = "application/octet-stream"
 READERS_OF_ENTRIES = frozenset({Role.AUDITOR, Role.REGULATOR})
 
 
+class Latest:
+    """The latest checkpoint's size, read at most once a second; on a checkpoint that
+    shrank or changed, the tile cache is emptied."""
+
+    LATEST = "SELECT tree_size, root_hash FROM checkpoints ORDER BY tree_size DESC LIMIT 1"
+
+    def __init__(self, state: ApiState, cache: Lru[tuple[bytes, str]]) -> None:
+        self.state, self.cache = state, cache
+        self.head: tuple[int, bytes] = (0, b"")
+        self.read_at = -1.0
+
+    async def size(self) -> int:
+        now = time.monotonic()
+        if now - self.read_at >= 1.0:
+            rows = await self.state.fetch(self.LATEST)
+            head = (int(rows[0]["tree_size"]), bytes(rows[0]["root_hash"])) if rows else (0, b"")
+            if head[0] < self.head[0] or (head[0] == self.head[0] and head != self.head):
+                self.cache.entries.clear()
+            self.head, self.read_at = head, now
+        return self.head[0]
+
+
 def routes(state: ApiState) -> list[BaseRoute]:
     vkeys = Signer.from_environment(data_dir()).checkpoint_signer().vkey + "\n"
+    cache: Lru[tuple[bytes, str]] = Lru(int(os.environ.get("LEDGER_TILE_CACHE", "2048")))
+    latest = Latest(state, cache)
 
     async def keys(request: Request) -> Response:
         return PlainTextResponse(vkeys, headers={"Cache-Control": "no-cache"})
@@ -61,12 +94,18 @@ def routes(state: ApiState) -> list[BaseRoute]:
             return _text(404, f"{found.path} is beyond any tree\n")
         if found.level == ENTRIES:
             return await entries(request, found)
+        kept = cache.get(found) if found.full else None
+        if kept is not None and found.leaves_needed() <= await latest.size():
+            return _immutable(request, *kept)
         query, params = tlog.tile_query(found)
         rows = await state.fetch(query, params)
         body = tlog.tile_bytes(rows, found)
         if body is None:
             return _text(404, f"{found.path} is beyond the latest checkpoint\n")
-        return _immutable(request, body)
+        tagged = (body, _etag(body))
+        if found.full:
+            cache.put(found, tagged)
+        return _immutable(request, *tagged)
 
     async def entries(request: Request, bundle: Tile) -> Response:
         principal = await state.principal(auth.bearer(request.headers.get("authorization")))
@@ -82,8 +121,9 @@ def routes(state: ApiState) -> list[BaseRoute]:
             return _text(404, f"{bundle.path} is beyond the latest checkpoint\n")
         body = encode_bundle(found)
         if "gzip" in request.headers.get("accept-encoding", ""):
-            return _immutable(request, gzip.compress(body, 6), {"Content-Encoding": "gzip"})
-        return _immutable(request, body)
+            packed = gzip.compress(body, 6)
+            return _immutable(request, packed, _etag(packed), {"Content-Encoding": "gzip"})
+        return _immutable(request, body, _etag(body))
 
     async def checkpoints_index(request: Request) -> Response:
         rows = await state.fetch("SELECT tree_size FROM checkpoints ORDER BY tree_size")
@@ -116,8 +156,14 @@ async def nothing(request: Request) -> Response:
     return _text(404, "no such resource in the log\n")
 
 
-def _immutable(request: Request, body: bytes, headers: dict[str, str] | None = None) -> Response:
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+def _etag(body: bytes) -> str:
+    """A strong validator: the body's digest."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def _immutable(
+    request: Request, body: bytes, etag: str, headers: dict[str, str] | None = None
+) -> Response:
     common = {"ETag": etag, "Cache-Control": IMMUTABLE, **(headers or {})}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=common)
