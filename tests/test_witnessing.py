@@ -26,7 +26,8 @@ from projections import tlog
 from projections.sealer import PgNodeStore, Sealer
 from tests.api_server import free_port
 from tests.cold import ColdProcess
-from tests.test_integrity import sql_conn, write_some
+from tests.test_integrity import run_ledger, sql_conn, write_some
+from tests.test_tlog_audit import audit
 from tests.witnesses import WitnessProcess, witnesses
 from tests.witnesses import ledger as ledger_cli
 
@@ -217,6 +218,11 @@ def test_a_ledger_rewritten_and_resigned_under_the_same_key_is_refused_with_evid
             lambda n: tree_root(database, schema, n),
         ).kind == "behind"  # type: ignore[union-attr]  # fmt: skip
         assert fetch_witness_checkpoint(w.url, "ledger.example.org/other") is None
+        # ... and so does `ledger audit` of the rewritten ledger's export, asking the witness
+        rewritten = tmp_path / "rewritten"
+        assert run_ledger(database, schema, "export", str(rewritten)).returncode == 0
+        shown = audit(database, schema, rewritten, key, "--witness", f"{w.vkey}={w.url}")
+        assert "FAILED fork:" in shown and f"witness {w.name} cosigned" in shown
 
 
 def test_ledger_serve_runs_the_witnessing_worker_and_reports_the_lag(
