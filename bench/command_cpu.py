@@ -91,7 +91,10 @@ def measure(args: argparse.Namespace, db: Database, schema: str) -> None:
         print(f"{label:<34} {median * 1e6:>24.0f} {median / raw_median:>7.1f}")
     if args.profile:
         print("\nTop functions of the execute round, by own time:")
-        pstats.Stats(profile).sort_stats("tottime").print_stats(args.profile)
+        stats = pstats.Stats(profile)
+        stats.sort_stats("tottime").print_stats(args.profile)
+        print("By cumulative time, the ledger's and the library's functions:")
+        stats.sort_stats("cumulative").print_stats("ledger/|eventsourcing", args.profile)
 
 
 def main(argv: list[str] | None = None) -> None:
