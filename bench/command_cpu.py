@@ -1,7 +1,8 @@
 """Python CPU per command: `time.process_time` spent by `Ledger.execute` and `Ledger.submit`.
 
 The same workload as bench.append (`PublishPost` on approved accounts, fresh idempotency
-keys), measured in process CPU rather than wall time, so a loaded machine shifts the
+keys; each account
+with `--history` past warnings, so its state is not trivially small), measured in process CPU rather than wall time, so a loaded machine shifts the
 figures less:
 
 - execute: one `Ledger.execute` per command (one transaction each);
@@ -27,9 +28,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.append import Publisher, RawTable, mean_state_size
+from bench.append import REGULATOR, Publisher, RawTable, mean_state_size
 from bench.common import server_name
 from ledger import Database, Ledger
+from ledger import commands as c
 from ledger.vault import Vault
 
 
@@ -45,6 +47,16 @@ def measure(args: argparse.Namespace, db: Database, schema: str) -> None:
     ledger = Ledger(db.eventsourcing_env(schema), vault=Vault(os.urandom(32)))
     try:
         publisher = Publisher(ledger)
+        for account in publisher.accounts:  # a history to copy: past warnings
+            for _ in range(args.history):
+                publisher.run(
+                    c.ImposeSanction,
+                    REGULATOR,
+                    account_id=account,
+                    level="warning",
+                    rule_ids=("art.9",),
+                    reason="history",
+                )
 
         def single(commands: Sequence[Any]) -> object:
             return ledger.execute(commands[0])
@@ -78,6 +90,7 @@ def measure(args: argparse.Namespace, db: Database, schema: str) -> None:
     print(f"CPU per command, PublishPost - PostgreSQL {server_name(db)}")
     print(
         f"{args.repeats} rounds x {args.commands} commands; batch {args.batch};"
+        f" {args.history} past sanctions per account;"
         f" load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n"
     )
     raw_median = statistics.median(figures["raw"])
@@ -102,6 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--commands", type=int, default=1000, help="per round (default 1000)")
     parser.add_argument("--repeats", type=int, default=5, help="rounds (default 5)")
     parser.add_argument("--batch", type=int, default=100, help="commands per submit (100)")
+    parser.add_argument(
+        "--history", type=int, default=10, help="warnings on each account beforehand (10)"
+    )
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions")
     parser.add_argument("--quick", action="store_true", help="200 commands x 3 rounds")
     args = parser.parse_args(argv)
