@@ -2,7 +2,8 @@
 
 The same workload as bench.append (`PublishPost` on approved accounts, fresh idempotency
 keys; each account
-with `--history` past warnings, so its state is not trivially small), measured in process CPU rather than wall time, so a loaded machine shifts the
+with `--history` past warnings, so its state is not trivially small), measured in process
+CPU rather than wall time, so a loaded machine shifts the
 figures less:
 
 - execute: one `Ledger.execute` per command (one transaction each);
