@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,13 @@ from typing import Any
 import pytest
 
 from ledger import Database, Ledger
+from ledger import commands as c
 from ledger.demo import Demo
 from ledger.importer import Report, run_import, to_line
 from ledger.ruleset import load_ruleset
 from ledger.vault import Vault
 from tests.test_import import ledger_cli, provider_line, write_lines
+from tests.world import REGULATOR
 
 NOW = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)  # one moment for both: expiries agree
 HOSTILE = ["nul\x00here", "lone \ud800 surrogate", "x" * 1_000_000, str(uuid.uuid4())]
@@ -47,6 +50,12 @@ def mixed_lines() -> list[str]:
             out.append(_with(d, key=f"h{i}", **{text: hostile}))
         if i % 23 == 10:
             out.append('{"command": "PublishPost", "args": ')  # malformed
+    # Refused after it changed something: a verification seals a new key, then finds the
+    # account closed. Nothing of it may stay (the key neither).
+    verify = next(cmd for cmd in commands if isinstance(cmd, c.VerifyIdentity))
+    close = c.ImposeSanction(actor=REGULATOR, idempotency_key="close", account_id=verify.account_id,
+                             level="closed", rule_ids=("art.9",), reason="r")  # fmt: skip
+    out += [to_line(close), to_line(replace(verify, idempotency_key="again"))]
     return out
 
 
@@ -111,6 +120,7 @@ def test_bulk_and_the_command_path_agree_line_for_line(
     if skip:  # the file meets every kind of refusal
         codes = {code for _, code in problems(by_command)}
         assert {"IDEMPOTENCY_KEY_REUSED", "ACCOUNT_NOT_FOUND", "MALFORMED"} <= codes, codes
+        assert problems(by_command)[-1][0] == len(lines)  # the verification of a closed one
         assert by_command.replayed > 0 and by_command.recorded > 100
     else:  # stopped at the first refused line (malformed ones already read are named too)
         assert by_command.problems and by_command.recorded < 100
