@@ -91,70 +91,104 @@ class Validated:
     keys: KeyChanges = field(default_factory=KeyChanges)
 
 
+class Session:
+    """Validation across the batches of one import: what a batch wrote is the state the
+    next one is validated against, held in memory, so a batch can be validated while the
+    one before it is written. Once a batch is committed (two batches on), what it wrote is
+    dropped, to be read again from the store and the ledger's cache; what a batch only
+    read is read again by the next."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: after a batch that was not written."""
+        ledger = self.ledger
+        self.uow = _IsolatedUnitOfWork(
+            ledger.repository, ledger.ruleset, ledger.vault, ledger.clock(), ledger.store.data_keys
+        )
+        # Keys recorded by the batches still held, and the batch that last touched each
+        # aggregate or key: a repeat replays, as it would line by line.
+        self.done: dict[tuple[str, str], IdempotencyRecord] = {}
+        self.touched: dict[Any, int] = {}
+        self.batches = 0
+
+    def validate(self, commands: Sequence[c.Command], stop: bool = False) -> Validated:
+        """Run the commands one after another against the state they target, read once;
+        with `stop`, none after the first refused."""
+        self.batches += 1
+        self._forget(self.batches - 2)
+        uow = self.uow
+        uow.events, uow.keys, uow.created, uow.disclosures = [], KeyChanges(), {}, {}
+        keys = [(cmd.actor.id, cmd.idempotency_key) for cmd in commands]
+        targets = {v for cmd in commands for v in vars(cmd).values() if isinstance(v, UUID)}
+        unread = [k for k in dict.fromkeys(keys) if k not in self.done]
+        prior, loaded = self.ledger._prefetch(unread, targets - set(uow._loaded))
+        uow.preload(loaded)
+        outcomes: list[Outcome] = []
+        records: list[IdempotencyRecord] = []
+        for cmd, key in zip(commands, keys, strict=True):
+            try:
+                outcomes.append(self._one(len(outcomes), cmd, key, prior, records))
+            except errors.LedgerError as e:
+                uow.undo()
+                outcomes.append(e)
+                if stop:
+                    break
+        written = {e.originator_id for e in uow.events}
+        for name in [*written, *((r.actor_id, r.key) for r in records)]:
+            self.touched[name] = self.batches
+        aggregates = [a for a in uow.aggregates if a.id in written]
+        # What was only read is read again by the next batch, as the command path reads
+        # it for each submission: another writer may have changed it since.
+        for aggregate_id in [i for i in uow._loaded if i not in self.touched]:
+            del uow._loaded[aggregate_id]
+        return Validated(outcomes, uow.events, aggregates, records, uow.keys)
+
+    def _forget(self, committed: int) -> None:
+        gone = [name for name, batch in self.touched.items() if batch <= committed]
+        for name in gone:
+            del self.touched[name]
+            self.uow._loaded.pop(name, None)
+            self.done.pop(name, None)
+
+    def _one(
+        self,
+        index: int,
+        cmd: c.Command,
+        key: tuple[str, str],
+        prior: dict[tuple[str, str], Any],
+        records: list[IdempotencyRecord],
+    ) -> CommandResult:
+        ledger, uow = self.ledger, self.uow
+        uow.begin(index)
+        cmd.authorize()
+        mac = ledger.vault.mac(cmd.fingerprint())
+        if key in prior:
+            return _replay(cmd, mac, prior[key])
+        if key in self.done:
+            first = self.done[key]
+            if first.command != cmd.type_name or first.request_mac != mac:
+                raise errors.IdempotencyKeyReused(
+                    "this idempotency key was used before with other arguments",
+                    idempotency_key=cmd.idempotency_key,
+                )
+            return CommandResult(cmd.type_name, first.result, None, True)
+        uow.now = ledger.clock()
+        value = cmd.execute(uow)
+        last = uow.collect()[-1]
+        record = IdempotencyRecord(
+            key[0], key[1], cmd.type_name, mac, value, last.originator_id, last.originator_version
+        )
+        records.append(record)
+        self.done[key] = record
+        return CommandResult(cmd.type_name, value, None, False)
+
+
 def validate(ledger: Ledger, commands: Sequence[c.Command], stop: bool = False) -> Validated:
-    """Run the commands one after another against the state they target, read once;
-    with `stop`, none after the first refused."""
-    keys = [(cmd.actor.id, cmd.idempotency_key) for cmd in commands]
-    targets = {v for cmd in commands for v in vars(cmd).values() if isinstance(v, UUID)}
-    prior, loaded = ledger._prefetch(list(dict.fromkeys(keys)), targets)
-    uow = _IsolatedUnitOfWork(
-        ledger.repository, ledger.ruleset, ledger.vault, ledger.clock(), ledger.store.data_keys
-    )
-    uow.preload(loaded)
-    outcomes: list[Outcome] = []
-    # Keys recorded earlier in this batch: a repeat replays, as it would line by line.
-    done: dict[tuple[str, str], IdempotencyRecord] = {}
-    records: list[IdempotencyRecord] = []
-    for cmd, key in zip(commands, keys, strict=True):
-        try:
-            outcomes.append(_one(ledger, uow, len(outcomes), cmd, key, prior, done, records))
-        except errors.LedgerError as e:
-            uow.undo()
-            outcomes.append(e)
-            if stop:
-                break
-    written = {e.originator_id for e in uow.events}
-    return Validated(
-        outcomes,
-        uow.events,
-        [a for a in uow.aggregates if a.id in written],
-        records,
-        uow.keys,
-    )
-
-
-def _one(
-    ledger: Ledger,
-    uow: _IsolatedUnitOfWork,
-    index: int,
-    cmd: c.Command,
-    key: tuple[str, str],
-    prior: dict[tuple[str, str], Any],
-    done: dict[tuple[str, str], IdempotencyRecord],
-    records: list[IdempotencyRecord],
-) -> CommandResult:
-    uow.begin(index)
-    cmd.authorize()
-    mac = ledger.vault.mac(cmd.fingerprint())
-    if key in prior:
-        return _replay(cmd, mac, prior[key])
-    if key in done:
-        first = done[key]
-        if first.command != cmd.type_name or first.request_mac != mac:
-            raise errors.IdempotencyKeyReused(
-                "this idempotency key was used before with other arguments",
-                idempotency_key=cmd.idempotency_key,
-            )
-        return CommandResult(cmd.type_name, first.result, None, True)
-    uow.now = ledger.clock()
-    value = cmd.execute(uow)
-    last = uow.collect()[-1]
-    record = IdempotencyRecord(
-        key[0], key[1], cmd.type_name, mac, value, last.originator_id, last.originator_version
-    )
-    records.append(record)
-    done[key] = record
-    return CommandResult(cmd.type_name, value, None, False)
+    """One batch on its own (see `Session.validate`)."""
+    return Session(ledger).validate(commands, stop)
 
 
 def write(ledger: Ledger, batch: Validated) -> None:

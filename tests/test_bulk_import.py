@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import IntegrityError
 
-from ledger import Database, Ledger
+from ledger import Database, Ledger, bulk_import
 from ledger import commands as c
 from ledger.demo import Demo
 from ledger.importer import Report, run_import, to_line
 from ledger.ruleset import load_ruleset
 from ledger.vault import Vault
 from tests.test_import import ledger_cli, provider_line, write_lines
-from tests.world import REGULATOR
+from tests.world import REGULATOR, World
 
 NOW = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)  # one moment for both: expiries agree
 HOSTILE = ["nul\x00here", "lone \ud800 surrogate", "x" * 1_000_000, str(uuid.uuid4())]
@@ -162,3 +163,27 @@ def test_the_command_line_stops_or_skips_in_bulk_too(
     assert skipped.returncode == 1 and "recorded 1, already recorded 1" in out, out
     ledger: Ledger = make_ledger()
     assert [e.type for e in ledger.read_log()] == ["Provider.Registered"] * 2
+
+
+def test_the_version_check_holds_for_copy(make_ledger) -> None:  # type: ignore[no-untyped-def]
+    """A batch validated before another writer (another process) changed what it read is
+    not written: the COPY fails on the events' key, nothing of it stays, and a fresh
+    validation records it after the other writer's event."""
+    ledger, other = make_ledger(), make_ledger()
+    world = World(ledger)
+    post = world.post(world.account("raced"))
+
+    def reach(key: str, views: int) -> c.Command:
+        return c.RecordReach(actor=world.ops, idempotency_key=key, post_id=post, views=views,
+                             reposts=0)  # fmt: skip
+
+    validated = bulk_import.validate(ledger, [reach("mine", 10)])
+    other.execute(reach("theirs", 20))
+    head = ledger.head()
+    with pytest.raises(IntegrityError):  # the event store's, as the command path's
+        bulk_import.write(ledger, validated)
+    assert ledger.head() == head
+    assert ledger.store.prior_outcomes([(world.ops.id, "mine")]) == {}
+    report = run_import(ledger, [to_line(reach("mine", 30))], bulk=True)
+    assert report.recorded == 1 and not report.problems
+    assert [e.payload["views"] for e in ledger.read_log(types=["Post.ReachRecorded"])] == [20, 30]
