@@ -94,10 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accounts", type=int, default=200, help="accounts posted on (200)")
     parser.add_argument("--batch", type=int, default=100, help="import's batch (100)")
     parser.add_argument("--bulk-batch", type=int, default=5000, help="--bulk's batch (5000)")
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 3000 lines")
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 4000 lines, --bulk 1000")
     args = parser.parse_args(argv)
     if args.quick:
-        args.commands = 3000
+        args.commands, args.bulk_batch = 4000, 1000
     if min(args.commands, args.repeats, args.accounts, args.batch, args.bulk_batch) < 1:
         parser.error("every count must be at least 1")
     url = os.environ.get("LEDGER_DATABASE_URL") or None
