@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import os
 import statistics
 import threading
 import time
@@ -257,6 +258,9 @@ def benchmark(args: argparse.Namespace, db: Database, schema: str, read_schema: 
         read_decode(conn, ledger)
         rates: dict[str, list[float]] = {"raw": [], "decode": [], "project": []}
         reads: dict[str, set[int]] = {k: set() for k in rates}
+        # The rebuilding process's own CPU per event: what is left is the server's (and,
+        # on a loaded machine, waiting for a core).
+        cpu: list[float] = []
         for repeat in range(args.repeats):
             log(f"catch-up: repeat {repeat + 1} of {args.repeats}")
             for key, run in (
@@ -264,7 +268,10 @@ def benchmark(args: argparse.Namespace, db: Database, schema: str, read_schema: 
                 ("decode", lambda: read_decode(conn, ledger)),
                 ("project", lambda: project(db, ledger, chosen, read_schema)),
             ):
+                started = time.process_time()
                 rate, n = events_per_second(run)
+                if key == "project":
+                    cpu.append((time.process_time() - started) / n)
                 rates[key].append(rate)
                 reads[key].add(n)
         assert all(r == {events} for r in reads.values()), reads
@@ -294,6 +301,13 @@ def benchmark(args: argparse.Namespace, db: Database, schema: str, read_schema: 
     ):
         median = statistics.median(rates[key])
         print(f"{label:<36}{cell(key):>24}{events / median:>10.1f}{median / raw:>8.2f}")
+    per_event = statistics.median(cpu)
+    load = os.getloadavg()
+    print(
+        f"rebuild: {per_event * 1e6:.0f} us of this process's CPU per event (median), a"
+        f" ceiling of {1 / per_event:.0f} events/s for its Python alone;"
+        f" load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
 
     print(
         f"\nlive: {result.commands} commands (PublishPost/RecordReach alternating) at "

@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast, overload
@@ -40,7 +39,7 @@ from ledger.log import LoggedEvent
 from ledger.ruleset import Ruleset, load_ruleset
 from ledger.store import IdempotencyRecord, KeyChanges, LedgerRecorder, PriorOutcome, Stored
 from ledger.tlog.tiles import MAX_ENTRY_BYTES, entry_size
-from ledger.unit_of_work import UnitOfWork
+from ledger.unit_of_work import UnitOfWork, fork
 from ledger.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -162,8 +161,9 @@ class Ledger(Application[UUID]):
         settings = dict(type(self).env)
         settings["IS_SNAPSHOTTING_ENABLED"] = "y"
         # Aggregates stay in memory and are fast-forwarded with the events stored since
-        # (one small read), and handed out as deep copies, so a refused command leaves
-        # nothing behind. The version check at insert stays the arbiter of races.
+        # (one small read). Commands change copies (`unit_of_work.fork`), so a refused
+        # command leaves nothing behind; the library's own reads still get deep copies.
+        # The version check at insert stays the arbiter of races.
         settings["AGGREGATE_CACHE_MAXSIZE"] = os.environ.get("LEDGER_AGGREGATE_CACHE", "10000")
         settings["AGGREGATE_CACHE_FASTFORWARD"] = "y"
         settings["DEEPCOPY_FROM_AGGREGATE_CACHE"] = "y"
@@ -401,10 +401,10 @@ class Ledger(Application[UUID]):
             ]
             aggregate = held.get(target)
             if events:
-                aggregate = project_aggregate(deepcopy(aggregate), events)
+                aggregate = project_aggregate(fork(aggregate), events)
                 self._keep([aggregate])
             # A copy: a refused command must leave nothing behind in memory.
-            loaded[target] = deepcopy(aggregate)
+            loaded[target] = fork(aggregate)
         return fetched.prior, loaded
 
     def _cached(self, aggregate_id: UUID) -> Aggregate | None:

@@ -10,6 +10,11 @@ Lines go to the ledger `batch` at a time, each batch one transaction. A batch th
 ledger refuses is tried again line by line, so the refused line is named and the others
 recorded. Every line carries its idempotency key, so running an import again after a
 crash or Ctrl-C records nothing twice: what was recorded before replays.
+
+With `bulk` (`ledger import --bulk`, for a file the operator trusts), a batch is validated
+against state read once for the whole batch and written with COPY (`ledger.bulk_import`):
+the same refusals, with the same codes, for the same lines. A batch that a concurrent
+writer got in the way of is recorded the ordinary way instead.
 """
 
 from __future__ import annotations
@@ -17,16 +22,22 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+import psycopg
+from eventsourcing.persistence import IntegrityError, PersistenceError
+
+from ledger import bulk_import, errors
 from ledger import commands as c
-from ledger import errors
 from ledger.actors import Actor
 from ledger.application import Ledger
 
 COMMANDS: dict[str, type[c.Command]] = {cmd.__name__: cmd for cmd in c.ALL_COMMANDS}
+Chunk = list[tuple[int, c.Command]]  # (line number, command)
+Progress = Callable[[int], None]
 
 
 class Status(IntEnum):
@@ -109,22 +120,108 @@ def run_import(
     batch: int = 500,
     skip: bool = False,
     progress: Callable[[int], None] = lambda n: None,
+    bulk: bool = False,
 ) -> Report:
     """Record every line; stop at the first problem unless `skip`."""
     report = Report()
-    for chunk in _chunks(_numbered(lines, report, skip), batch):
+    chunks = _chunks(_numbered(lines, report, skip), batch)
+    if bulk:
+        _run_bulk(ledger, chunks, report, skip, progress)
+    else:
+        _run(ledger, chunks, report, skip, progress)
+    if report.problems and report.status is Status.RECORDED:
+        report.status = Status.REFUSED
+    return report
+
+
+def _run(
+    ledger: Ledger, chunks: Iterator[Chunk], report: Report, skip: bool, progress: Progress
+) -> None:
+    for chunk in chunks:
         try:
             _record(ledger, chunk, report, skip)
         except errors.StorageUnavailable as e:
             report.problems.append(Problem(chunk[0][0], e.code, e.message))
             report.status = Status.UNAVAILABLE
-            return report
+            return
         progress(len(chunk))
         if report.problems and not skip:
             break
-    if report.problems and report.status is Status.RECORDED:
-        report.status = Status.REFUSED
-    return report
+
+
+def _run_bulk(
+    ledger: Ledger, chunks: Iterator[Chunk], report: Report, skip: bool, progress: Progress
+) -> None:
+    """Validate a batch while the one before it is written (a thread: the server's COPY
+    and this process's Python overlap); count a batch once its write is done."""
+    session = bulk_import.Session(ledger)
+    pending: tuple[Chunk, bulk_import.Validated, Future[None]] | None = None
+    with ThreadPoolExecutor(1, thread_name_prefix="ledger-import-write") as writer:
+        for chunk in chunks:
+            commands = [cmd for _, cmd in chunk]
+            try:
+                validated = session.validate(commands, stop=not skip)
+                if pending is not None:
+                    if not _settle(ledger, *pending, report, skip, progress):
+                        session.reset()  # the batch before was not written in bulk
+                        if report.problems and not skip:
+                            return
+                        validated = session.validate(commands, stop=not skip)
+                    pending = None
+            except errors.StorageUnavailable as e:
+                _unavailable(report, chunk, e)
+                return
+            except (psycopg.OperationalError, psycopg.InterfaceError, PersistenceError):
+                _unavailable(report, chunk, _STORE_DOWN)
+                return
+            pending = (chunk, validated, writer.submit(bulk_import.write, ledger, validated))
+            if not skip and any(isinstance(o, errors.LedgerError) for o in validated.outcomes):
+                break
+            if report.problems and not skip:  # a malformed line ended the chunks
+                break
+        if pending is not None:
+            try:
+                _settle(ledger, *pending, report, skip, progress)
+            except errors.StorageUnavailable as e:
+                _unavailable(report, pending[0], e)
+
+
+_STORE_DOWN = errors.StorageUnavailable("the event store is unavailable; retry")
+
+
+def _unavailable(report: Report, chunk: Chunk, e: errors.LedgerError) -> None:
+    report.problems.append(Problem(chunk[0][0], e.code, e.message))
+    report.status = Status.UNAVAILABLE
+
+
+def _settle(
+    ledger: Ledger,
+    chunk: Chunk,
+    validated: bulk_import.Validated,
+    written: Future[None],
+    report: Report,
+    skip: bool,
+    progress: Progress,
+) -> bool:
+    """Wait for a batch's write and count it; False when it was recorded the command
+    path's way instead."""
+    try:
+        written.result()
+    except (psycopg.IntegrityError, IntegrityError):
+        # Another writer changed what the batch read (an aggregate's version, a key):
+        # nothing was written; the command path records it against the state as it is.
+        _record(ledger, chunk, report, skip)
+        progress(len(chunk))
+        return False
+    except (psycopg.OperationalError, psycopg.InterfaceError, PersistenceError):
+        raise _STORE_DOWN from None
+    for (number, _), outcome in zip(chunk, validated.outcomes, strict=False):
+        if isinstance(outcome, errors.LedgerError):
+            report.problems.append(Problem(number, outcome.code, outcome.message))
+        else:
+            _count(report, [outcome])
+    progress(len(chunk))
+    return True
 
 
 def _numbered(lines: Iterable[str], report: Report, skip: bool) -> Iterator[tuple[int, c.Command]]:

@@ -16,12 +16,18 @@ from functools import cached_property
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import InterfaceError, Notification, OperationalError, StoredEvent
+from eventsourcing.persistence import (
+    InterfaceError,
+    Notification,
+    OperationalError,
+    ProgrammingError,
+    StoredEvent,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow, dict_row
-from psycopg.sql import SQL, Composable, Composed, Identifier
+from psycopg.sql import SQL, Composable, Composed, Identifier, Literal
 
 from ledger import errors
 from ledger.vault import DataKey
@@ -157,34 +163,58 @@ class LedgerRecorder(PostgresApplicationRecorder):
         keys: KeyChanges | None = None,
         **kwargs: Any,
     ) -> None:
-        super()._insert_events(curs, stored_events, **kwargs)
-        if keys or idempotency:
-            # The library writes these rows before it locks the events table. Take that
-            # lock first, as a process creating the tables at start-up does (it locks the
-            # events table, then the others): the other order deadlocked the two.
+        # The table lock first, whatever follows: a process creating the tables at
+        # start-up locks the events table, then the others; the other order deadlocked
+        # the two. The events (with the idempotency rows) follow in one statement.
+        if stored_events or keys or idempotency:
             self._lock_table(curs)
         if keys:
             self._change_keys(curs, keys)
+        if idempotency and not stored_events:
+            curs.execute(self._statements.idempotency_only, _idempotency_columns(idempotency))
+
+    def _lock_table(self, curs: Cursor[DictRow]) -> None:
+        for statement in self._statements.lock:
+            curs.execute(statement, prepare=True)
+
+    def _insert_stored_events(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        *,
+        idempotency: Sequence[IdempotencyRecord] = (),
+        **kwargs: Any,
+    ) -> None:
+        """The events and their idempotency rows in one statement, as arrays of plain
+        columns: each event's state is sent as the bytes the mapper made (the library's
+        composite-type array re-encodes every state as text), and the NOTIFY of the
+        library's followers. The table is locked."""
+        columns = [
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+        ]
         if idempotency:
-            curs.executemany(
-                SQL(
-                    "INSERT INTO {t} (actor_id, key, command, request_mac, result,"
-                    " last_originator_id, last_originator_version)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                ).format(t=self.idempotency_table),
-                [
-                    (
-                        r.actor_id,
-                        r.key,
-                        r.command,
-                        r.request_mac,
-                        json.dumps(r.result),
-                        r.last_originator_id,
-                        r.last_originator_version,
-                    )
-                    for r in idempotency
-                ],
+            curs.execute(
+                self._statements.events_and_idempotency,
+                columns + _idempotency_columns(idempotency),
+                prepare=True,
             )
+        else:
+            curs.execute(self._statements.events, columns, prepare=True)
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any
+    ) -> Sequence[int] | None:
+        ids = [row["notification_id"] for row in curs.fetchall()]
+        if len(ids) != len(stored_events):
+            raise ProgrammingError(f"got {len(ids)} notification ids for {len(stored_events)}")
+        return ids
+
+    @cached_property
+    def _statements(self) -> _Statements:
+        return _Statements.of(self)
 
     def _change_keys(self, curs: Cursor[DictRow], keys: KeyChanges) -> None:
         if keys.shred:
@@ -401,3 +431,67 @@ def _notification(r: Mapping[str, Any]) -> Notification:
         topic=r["topic"],
         state=bytes(r["state"]),
     )
+
+
+def _idempotency_columns(records: Sequence[IdempotencyRecord]) -> list[list[Any]]:
+    return [
+        [r.actor_id for r in records],
+        [r.key for r in records],
+        [r.command for r in records],
+        [r.request_mac for r in records],
+        [json.dumps(r.result) for r in records],
+        [r.last_originator_id for r in records],
+        [r.last_originator_version for r in records],
+    ]
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The write path's statements, rendered to text once: psycopg composes a `Composed`
+    again on every execution."""
+
+    lock: list[str]
+    events: str
+    events_and_idempotency: str
+    idempotency_only: str
+
+    @classmethod
+    def of(cls, recorder: LedgerRecorder) -> _Statements:
+        events = (
+            "INSERT INTO {e} (originator_id, originator_version, topic, state)"
+            " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
+            " RETURNING notification_id"
+        )
+        idempotency = (
+            "INSERT INTO {k} (actor_id, key, command, request_mac, result, last_originator_id,"
+            " last_originator_version) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[],"
+            " %s::bytea[], %s::jsonb[], %s::uuid[], %s::bigint[])"
+        )
+        names = {
+            "e": recorder.events_table,
+            "k": recorder.idempotency_table,
+            "channel": Literal(recorder.channel_name),
+        }
+        # NOTIFY as the library sends it (delivered at commit), without a statement of its
+        # own; the notification ids in insert order, as the sequence numbered the rows.
+        returning = (
+            ", n AS (SELECT pg_notify({channel}, '')) SELECT notification_id FROM e, n"
+            " ORDER BY notification_id"
+        )
+
+        def text(query: str) -> str:
+            return SQL(query).format(**names).as_string(None)
+
+        return cls(
+            lock=[sql_text(q) for q in recorder.lock_table_statements],
+            events=text(f"WITH e AS ({events}){returning}"),
+            events_and_idempotency=text(f"WITH e AS ({events}), k AS ({idempotency}){returning}"),
+            idempotency_only=text(idempotency),
+        )
+
+
+def sql_text(query: Any) -> str:
+    """A query as text, whatever psycopg type it was built as."""
+    if isinstance(query, bytes):
+        return query.decode()
+    return query if isinstance(query, str) else str(query.as_string(None))

@@ -7,15 +7,17 @@ key order included. No answer of a provider holds a row of another provider."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from graphql import parse
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +26,7 @@ from prometheus_client import REGISTRY
 from websockets.sync.client import connect
 
 from api.auth import Principal
-from api.graphql.compiler import Prepared
+from api.graphql.compiler import Prepared, fetch_body
 from api.state import session_settings
 from ledger import Database, Ledger, Role
 from tests.api_server import ApiServer, running_api
@@ -565,6 +567,51 @@ def test_prepared_statements_are_planned_with_their_values(env: Env) -> None:
     assert len(plans) == 1
     generic, custom = plans[0]
     assert generic == 0 and custom >= 2
+
+
+def test_figures_keep_their_plan(env: Env) -> None:
+    """`providers` has no keyset bound, page or cursor: it runs prepared with its generic
+    plan, planned once per session instead of on every call, and answers the same as a
+    run planned with its values. The session's own mode is back after each run, even one
+    that failed."""
+    query = """{ providers { code name accounts accountsByStatus { key count }
+      sanctionsByLevel { key count } openReports resolutionSecondsP50 shareVerified } }"""
+    document = parse(query)
+    (operation,) = document.definitions
+    principal = Principal("t", "test", Role.REGULATOR, None)
+    prepared = env.compiler.prepare(env.api.state, document, operation, query, {}, principal)
+    assert isinstance(prepared, Prepared) and prepared.generic
+    custom = replace(prepared, generic=False)
+
+    async def run() -> tuple[list[bytes], bytes, list[tuple[Any, ...]], list[str]]:
+        conn = await psycopg.AsyncConnection.connect(env.api.database.conninfo, autocommit=True)
+        async with conn:
+            await conn.execute(session_settings(env.api.schema))
+            modes = []
+            kept = []
+            for _ in range(8):
+                kept.append(bytes((await fetch_body(conn, prepared))[0]))
+                modes.append((await (await conn.execute("SHOW plan_cache_mode")).fetchone())[0])
+            planned = bytes((await fetch_body(conn, custom))[0])
+            plans = await (
+                await conn.execute(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement LIKE 'SELECT convert_to%'"
+                )
+            ).fetchall()
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                await fetch_body(conn, Prepared("SELECT 1 / 0 AS body", {}, generic=True))
+            modes.append((await (await conn.execute("SHOW plan_cache_mode")).fetchone())[0])
+            return kept, planned, plans, modes
+
+    kept, planned, plans, modes = asyncio.run(run())
+    # Eight runs on the one generic plan; the run planned with its values is the ninth.
+    assert plans == [(8, 1)]
+    assert set(modes) == {"force_custom_plan"}
+    assert set(kept) == {planned}
+    served = env.api.post({"query": query}, env.tokens["regulator"]).json()
+    assert json.loads(planned) == served
+    assert len(served["data"]["providers"]) >= 2
 
 
 @pytest.fixture

@@ -53,7 +53,14 @@ def register(sub: Subparsers[Parser]) -> None:
         " 2 malformed, 3 database unavailable)",
     )
     imp.add_argument("file")
-    imp.add_argument("--batch", type=positive, default=500, help="commands per transaction")
+    imp.add_argument(
+        "--batch", type=positive, help="commands per transaction (default 500; --bulk 5000)"
+    )
+    imp.add_argument(
+        "--bulk",
+        action="store_true",
+        help="a trusted file: validate each batch against state read once, write with COPY",
+    )
     imp.add_argument("--on-error", choices=["stop", "skip"], default="stop")
     imp.set_defaults(run=cmd_import)
 
@@ -138,6 +145,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+BATCH, BULK_BATCH = 500, 5000
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from ledger.importer import run_import
 
@@ -155,8 +165,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             done += n
             progress_bar(done, total, "commands")
 
-        report = run_import(ledger, f, batch=args.batch, skip=args.on_error == "skip",
-                            progress=progress)  # fmt: skip
+        batch = args.batch or (BULK_BATCH if args.bulk else BATCH)
+        report = run_import(ledger, f, batch=batch, skip=args.on_error == "skip",
+                            progress=progress, bulk=args.bulk)  # fmt: skip
         end_progress()
     for p in report.problems:
         print(f"{args.file}:{p.line}: {p.code}: {p.message}", file=sys.stderr)

@@ -459,13 +459,14 @@ class Account(Aggregate):
     def _news_permission_granted(
         self, scope: str, basis: str, actor: Actor, timestamp: datetime
     ) -> None:
-        self.news_grants[scope] = {"basis": basis, "granted_by": actor, "granted_at": timestamp}
+        grant = {"basis": basis, "granted_by": actor, "granted_at": timestamp}
+        self.news_grants = {**self.news_grants, scope: grant}
 
     @event("NewsPermissionRevoked", topic="Account.NewsPermissionRevoked")
     def _news_permission_revoked(
         self, scope: str, reason: str, actor: Actor, timestamp: datetime
     ) -> None:
-        del self.news_grants[scope]
+        self.news_grants = {k: v for k, v in self.news_grants.items() if k != scope}
 
     @event("Marked", topic="Account.Marked")
     def _marked(self, actor: Actor, timestamp: datetime) -> None:
@@ -487,32 +488,35 @@ class Account(Aggregate):
         actor: Actor,
         timestamp: datetime,
     ) -> None:
-        self.sanctions[sanction_id] = Sanction(
-            id=sanction_id,
-            level=level,
-            rule_ids=rule_ids,
-            evidence_post_ids=evidence_post_ids,
-            reason=reason,
-            issuer=actor,
-            imposed_at=timestamp,
-            expires_at=expires_at,
-            lifted_at=None,
-            lift_reason=None,
-            appeal=None,
+        self._put_sanction(
+            Sanction(
+                id=sanction_id,
+                level=level,
+                rule_ids=rule_ids,
+                evidence_post_ids=evidence_post_ids,
+                reason=reason,
+                issuer=actor,
+                imposed_at=timestamp,
+                expires_at=expires_at,
+                lifted_at=None,
+                lift_reason=None,
+                appeal=None,
+            )
         )
 
     @event("SanctionLifted", topic="Account.SanctionLifted")
     def _sanction_lifted(
         self, sanction_id: str, reason: str, actor: Actor, timestamp: datetime
     ) -> None:
-        self.sanctions[sanction_id]["lifted_at"] = timestamp
-        self.sanctions[sanction_id]["lift_reason"] = reason
+        self._put_sanction(
+            {**self.sanctions[sanction_id], "lifted_at": timestamp, "lift_reason": reason}
+        )
 
     @event("SanctionAppealed", topic="Account.SanctionAppealed")
     def _sanction_appealed(
         self, sanction_id: str, grounds: str, actor: Actor, timestamp: datetime
     ) -> None:
-        self.sanctions[sanction_id]["appeal"] = Appeal(
+        appeal = Appeal(
             grounds=grounds,
             filed_by=actor,
             filed_at=timestamp,
@@ -521,14 +525,27 @@ class Account(Aggregate):
             decided_at=None,
             reason=None,
         )
+        self._put_sanction({**self.sanctions[sanction_id], "appeal": appeal})
 
     @event("AppealDecided", topic="Account.AppealDecided")
     def _appeal_decided(
         self, sanction_id: str, outcome: str, reason: str, actor: Actor, timestamp: datetime
     ) -> None:
-        appeal = self.sanctions[sanction_id]["appeal"]
+        sanction = self.sanctions[sanction_id]
+        appeal = sanction["appeal"]
         assert appeal is not None
-        appeal["outcome"] = outcome
-        appeal["decided_by"] = actor
-        appeal["decided_at"] = timestamp
-        appeal["reason"] = reason
+        decided = Appeal(
+            {
+                **appeal,
+                "outcome": outcome,
+                "decided_by": actor,
+                "decided_at": timestamp,
+                "reason": reason,
+            }
+        )
+        self._put_sanction({**sanction, "appeal": decided})
+
+    def _put_sanction(self, sanction: Sanction) -> None:
+        # Copy on write: state is replaced, never changed in place, so a copy of the
+        # aggregate that shares its containers cannot change the original.
+        self.sanctions = {**self.sanctions, sanction["id"]: sanction}

@@ -129,13 +129,13 @@ class Post(Aggregate):
     def _threshold_crossed(
         self, metric: str, threshold: int, value: int, actor: Actor, timestamp: datetime
     ) -> None:
-        self.crossed.append(f"{metric}:{threshold}")
+        self.crossed = [*self.crossed, f"{metric}:{threshold}"]
 
     @event("Reported", topic="Post.Reported")
     def _reported(
         self, report_id: str, reporter: str, reason: str, actor: Actor, timestamp: datetime
     ) -> None:
-        self.reports[report_id] = Report(
+        report = Report(
             reporter=reporter,
             reason=reason,
             reported_at=timestamp,
@@ -144,6 +144,7 @@ class Post(Aggregate):
             resolved_at=None,
             seconds_to_resolve=None,
         )
+        self.reports = {**self.reports, report_id: report}
 
     @event("ReportResolved", topic="Post.ReportResolved")
     def _report_resolved(
@@ -155,11 +156,16 @@ class Post(Aggregate):
         actor: Actor,
         timestamp: datetime,
     ) -> None:
-        report = self.reports[report_id]
-        report["outcome"] = outcome
-        report["handler"] = actor
-        report["resolved_at"] = timestamp
-        report["seconds_to_resolve"] = seconds_to_resolve
+        resolved = Report(
+            {
+                **self.reports[report_id],
+                "outcome": outcome,
+                "handler": actor,
+                "resolved_at": timestamp,
+                "seconds_to_resolve": seconds_to_resolve,
+            }
+        )
+        self.reports = {**self.reports, report_id: resolved}
 
     @event("Removed", topic="Post.Removed")
     def _removed(self, rule_ids: list[str], reason: str, actor: Actor, timestamp: datetime) -> None:

@@ -44,6 +44,5 @@ class Provider(Aggregate):
     def record_qualification(
         self, qualification: str, reference: str, actor: Actor, timestamp: datetime
     ) -> None:
-        self.qualifications.append(
-            {"qualification": qualification, "reference": reference, "recorded_at": timestamp}
-        )
+        entry = {"qualification": qualification, "reference": reference, "recorded_at": timestamp}
+        self.qualifications = [*self.qualifications, entry]

@@ -41,6 +41,12 @@ from api.state import DATABASE_FAULTS, ApiState
 
 log = logging.getLogger("ledger.api.compiler")
 INTROSPECTION = frozenset({"__schema", "__type"})
+# Roots whose statement has no keyset bound, page size or cursor, so that one plan serves
+# every call; and the figures' lateral subqueries cost more to plan than to run. An
+# operation of these alone keeps its plan (docs/compiled-reads.md, "Plans").
+GENERIC_PLAN_ROOTS = frozenset({"provider", "providers", "ledgerStatus", "__typename"})
+# Per statement: the session plans each run with its values (api.state.session_settings).
+KEEP_PLAN = "SET LOCAL plan_cache_mode = force_generic_plan"
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class Prepared:
 
     sql: str
     params: dict[str, Any]
+    generic: bool = False  # prepared, and run with its generic plan (GENERIC_PLAN_ROOTS)
 
 
 Outcome = Answer | Refused | Fallback
@@ -107,7 +114,7 @@ class Compiler:
             state, document, operation, query, raw_variables, principal, token_hash
         )
         if isinstance(found, Prepared):
-            return await _fetch(state, found.sql, found.params)
+            return await _fetch(state, found)
         return found
 
     def prepare(
@@ -216,7 +223,8 @@ class Compiler:
         for i, found in enumerate(inputs):
             if found is not None:
                 params.update(prefixed_params(found.params, f"r{i}_"))
-        return Prepared(statement, params)
+        generic = all(s.name in GENERIC_PLAN_ROOTS for s in plan.selections)
+        return Prepared(statement, params, generic)
 
     def _statement(
         self, state: ApiState, plan: Plan, principal: Principal, inputs: list[Input | None]
@@ -265,14 +273,26 @@ GUARD = (
 def guarded(prepared: Prepared, token_hash: bytes) -> Prepared:
     """The statement, answering null unless the token is valid as it runs."""
     sql = GUARD.replace("{statement}", prepared.sql)
-    return Prepared(sql, {**prepared.params, "token": token_hash})
+    return Prepared(sql, {**prepared.params, "token": token_hash}, prepared.generic)
 
 
-async def _fetch(state: ApiState, sql: str, params: dict[str, Any]) -> Outcome:
+async def fetch_body(conn: psycopg.AsyncConnection[Any], prepared: Prepared) -> Any:
+    """The statement's one row. A generic one runs prepared, with the plan it was
+    prepared with kept (one round trip: the SET LOCAL and the statement pipelined in a
+    transaction, which also ends the SET, whatever happens)."""
+    if not prepared.generic:
+        cur = await conn.execute(prepared.sql, prepared.params, binary=True)
+        return await cur.fetchone()
+    async with conn.pipeline(), conn.transaction():
+        await conn.execute(KEEP_PLAN, prepare=True)
+        cur = await conn.execute(prepared.sql, prepared.params, binary=True, prepare=True)
+    return await cur.fetchone()
+
+
+async def _fetch(state: ApiState, prepared: Prepared) -> Outcome:
     try:
         async with state.pool.connection() as conn:
-            cur = await conn.execute(sql, params, binary=True)
-            row: Any = await cur.fetchone()
+            row: Any = await fetch_body(conn, prepared)
     except DATABASE_FAULTS as e:
         log.warning("compiled read failed, strawberry answers: %s", type(e).__name__)
         return Fallback("error")
