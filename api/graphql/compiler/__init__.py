@@ -146,7 +146,7 @@ class Compiler:
 
     def problem(self, query: str, name: str | None, document: DocumentNode) -> str | None:
         """Why a document fails the schema's validation or limits (None: it passes)."""
-        digest = hashlib.blake2b(query.encode(), digest_size=16).digest()
+        digest = hashlib.blake2b(query.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         return self._checked(digest, name, document)[0]
 
     def _checked(
