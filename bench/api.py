@@ -1478,7 +1478,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accounts", type=int, default=2000, help="demo accounts (default 2000)")
     parser.add_argument("--seconds", type=int, default=5, help="seconds per load run (default 5)")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="runs per server, read and concurrency (default 3)"
+        "--repeats", type=int, help="runs per server, read and concurrency (default 3; --quick: 1)"
     )
     parser.add_argument(
         "--reads",
@@ -1532,7 +1532,9 @@ def main(argv: list[str] | None = None) -> None:
 
     args.warmup = not args.quick
     if args.quick:
-        args.seconds, args.repeats, args.posts = 1, 1, 50
+        args.seconds, args.posts = 1, 50
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
     if args.connections is None:
         args.connections = [16, 64] if args.quick else list(CONCURRENCY)
     if min(

@@ -43,7 +43,6 @@ MAX_DEPTH = 10
 MAX_ALIASES = 20
 MAX_TOKENS = 2000
 
-
 class NoEmptySelections(ValidationRule):
     """`{}` parses (graphql-core 3.3) but selects nothing; refuse it as invalid."""
 

@@ -136,6 +136,7 @@ async def _stream(
             state.extras["broadcaster"].unsubscribe(subscriber)
 
 
+
 def ended(e: ApiError | SlowSubscriber | DatabaseUnavailable, last: int) -> ApiError:
     """The error that ends a stream, with the cursor of the last event sent: the client
     resumes from it and misses nothing."""
@@ -146,7 +147,6 @@ def ended(e: ApiError | SlowSubscriber | DatabaseUnavailable, last: int) -> ApiE
     if e.code == "PROJECTION_LAG":
         return ApiError(e.code, e.message, cursor=str(last))
     return e
-
 
 @strawberry.type
 class Subscription:
