@@ -108,7 +108,7 @@ from starlette.routing import Route
 from api.auth import create_token, revoke_token
 from api.graphql.queries import ACCOUNT_SELECT
 from api.state import make_pool
-from bench import common
+from bench import api_writes, common
 from bench.common import Progress, fixed_key, load_demo, log, quantile, server_name, server_version
 from ledger import Database, Ledger
 from ledger.vault import Vault
@@ -1515,6 +1515,15 @@ def main(argv: list[str] | None = None) -> None:
         help="a smoke run: 1 s per load run at 16 and 64 connections, 1 repeat, no warm-up,"
         " 50 posts",
     )
+    parser.add_argument(
+        "--writes",
+        action="store_true",
+        help="also publishPost over GraphQL at each --connections (default 1,16,64) against"
+        " raw one-row transactions, and with LEDGER_COMPILE=0 (bench.api_writes)",
+    )
+    parser.add_argument(
+        "--raw-rows", type=int, default=2000, help="rows per raw write run (default 2000)"
+    )
     # Internal: the processes this benchmark starts.
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--subscribe", metavar="URL", help=argparse.SUPPRESS)
@@ -1531,6 +1540,7 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     args.warmup = not args.quick
+    connections_given = args.connections is not None
     if args.quick:
         args.seconds, args.posts = 1, 50
     if args.repeats is None:
@@ -1547,10 +1557,15 @@ def main(argv: list[str] | None = None) -> None:
         )
     with Database() as db:
         try:
-            benchmark(args, db, SCHEMA)
+            if args.reads or args.subscriptions:
+                benchmark(args, db, SCHEMA)
         finally:
             if not args.keep:
                 db.drop_schema(SCHEMA)
+        if args.writes:
+            if not connections_given:
+                args.connections = list(CONCURRENCY)
+            api_writes.writes(args, db)
 
 
 if __name__ == "__main__":
