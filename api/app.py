@@ -1,5 +1,6 @@
-"""The Starlette application: GraphQL at /graphql (HTTP and graphql-transport-ws),
-/healthz and /readyz."""
+"""The application: GraphQL at /graphql over HTTP on the lean path (api.front), and the
+Starlette app for the rest: graphql-transport-ws at /graphql, /healthz, /readyz,
+/metrics and GraphiQL's assets."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ from api.graphql.compiler.mutations import MutationCompiler, coerced, query_dige
 from api.graphql.context import Context
 from api.graphql.errors import coded
 from api.incoming import Incoming, Reply, loads, reply
-from api.state import ApiState
+from api.state import DATABASE_FAULTS, ApiState, DatabaseUnavailable
 
 log = logging.getLogger("ledger.api.http")
 
@@ -363,8 +363,8 @@ class GraphQLHttp:
             return Fallback(plan.reason)
         try:
             found = await mutations.execute(self.state, plan, variables, context.principal)
-        except Overloaded:  # shed before it ran: strawberry tries, and answers, as ever
-            return Fallback("error")
+        except (Overloaded, DatabaseUnavailable, *DATABASE_FAULTS):
+            return Fallback("error")  # strawberry tries once more, and answers as ever
         except Exception:  # a fault here: strawberry runs it (a command done is replayed)
             log.exception("compiled %s failed", gql.operation_name or "mutation")
             return Fallback("error")

@@ -99,10 +99,10 @@ SLOW_SUBSCRIBERS = Counter(
 OPERATIONS = Counter(
     "ledger_graphql_operations",
     "GraphQL operations (HTTP, Server-Sent Events, WebSocket) by how they were answered:"
-    " path compiled (one SQL statement, or a subscription on the shared fan-out path; reason"
-    " none), strawberry (reason: query, mutation, subscription, stream, introspection, field,"
-    " bad_input, arguments, invalid, variables, unauthenticated, revoked, replica, shape,"
-    " error, disabled) or refused (reason cost: QUERY_TOO_COSTLY).",
+    " path compiled (one SQL statement, a compiled mutation, or a subscription on the shared"
+    " fan-out path; reason none), strawberry (reason: query, mutation, subscription, stream,"
+    " introspection, field, fields, bad_input, arguments, invalid, variables, unauthenticated,"
+    " revoked, replica, shape, error, disabled) or refused (reason cost: QUERY_TOO_COSTLY).",
     ["path", "reason"],
 )
 CACHE = Counter(

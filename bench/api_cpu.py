@@ -109,11 +109,16 @@ async def round_cpu(app: App, requests: list[Call], concurrency: int) -> float:
     async def worker() -> None:
         while queue:
             status, body = await call(app, queue.pop())
-            if status != 200 or b'"errors"' in body:
+            if status == 503:  # refused (OVERLOADED, STORAGE_UNAVAILABLE): a loaded machine
+                refused.append(body)
+            elif status != 200 or b'"errors"' in body:
                 raise RuntimeError(f"HTTP {status}: {body[:300]!r}")
 
+    refused: list[bytes] = []
     started = time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+    if refused:
+        log(f"{len(refused)} of {len(requests)} refused with 503: {refused[0][:120]!r}")
     return (time.process_time() - started) / len(requests)
 
 

@@ -3,7 +3,8 @@ SQL statement whose single result is the response's JSON, built by PostgreSQL
 (json_build_object, json_agg, subqueries) and sent as the body as it comes.
 
 Strawberry stays the schema and the path for everything else, decided per operation:
-mutations, subscriptions, introspection, `accountAsOf`, `events`, proofs, disclosures,
+mutations (over HTTP they run without its executor: compiler/mutations.py),
+subscriptions, introspection, `accountAsOf`, `events`, proofs, disclosures,
 an invalid document or variables, an argument the resolvers would refuse (strawberry
 then answers with its error), a request without a valid token. See docs/compiled-reads.md."""
 
