@@ -1,5 +1,6 @@
-"""The Starlette application: GraphQL at /graphql (HTTP and graphql-transport-ws),
-/healthz and /readyz."""
+"""The application: GraphQL at /graphql over HTTP on the lean path (api.front), and the
+Starlette app for the rest: graphql-transport-ws at /graphql, /healthz, /readyz,
+/metrics and GraphiQL's assets."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api import collector, metrics
 from api.admission import RETRY_HEADERS, Overloaded, refusal_body
 from api.cache import ResponseCache
+from api.front import Front, body_too_large, too_large
 from api.graphql.compiler.cost import CostLimit
 from api.graphql.errors import UNAVAILABLE
 from api.graphql.schema import build_schema
@@ -38,7 +40,6 @@ from api.state import (
     DATABASE_FAULTS,
     ApiState,
     DatabaseUnavailable,
-    MinPosition,
     make_pool,
     prepare_tables,
     replica_status,
@@ -51,33 +52,19 @@ from ledger.signing import Signer
 from projections.registry import ALL as PROJECTIONS
 
 log = logging.getLogger("ledger.api")
-MAX_BODY_BYTES = 1 << 20
 
 
 class BodyLimit:
     """Refuse bodies over the limit with 413 before reading them."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.limit):
-                response = JSONResponse(
-                    {
-                        "errors": [
-                            {
-                                "message": "request body too large",
-                                "extensions": {"code": "PAYLOAD_TOO_LARGE"},
-                            }
-                        ]
-                    },
-                    status_code=413,
-                )
-                await response(scope, receive, send)
-                return
+        length = dict(scope["headers"]).get(b"content-length") if scope["type"] == "http" else None
+        if body_too_large(length):
+            await too_large()(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
@@ -156,7 +143,8 @@ async def unexpected(request: Request, exc: Exception) -> Response:
     return JSONResponse({"errors": [error]}, status_code=500, headers={"X-Request-Id": request_id})
 
 
-def create_app(database: Database, ledger: Ledger, schema: str | None = None) -> Starlette:
+def create_app(database: Database, ledger: Ledger, schema: str | None = None) -> Front:
+    """The API: /graphql over HTTP on the lean path (api.front), the rest in Starlette."""
     schema = schema or ledger.store.datastore.schema or "public"
     prepare_tables(database, schema)
     pool_size = int(os.environ.get("LEDGER_POOL_SIZE", "5")) * 2
@@ -187,7 +175,7 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
     metrics.install(state)
     collector.thresholds()  # a bad LEDGER_GC_THRESHOLDS fails here, before serving
     http = GraphQLHttp(schema, state, graphiql=os.environ.get("LEDGER_GRAPHIQL", "0") == "1")
-    cache = state.extras["cache"] = ResponseCache(http, state)
+    cache = state.extras["cache"] = ResponseCache(state)
     cache_on = os.environ.get("LEDGER_RESPONSE_CACHE", "1") == "1"
 
     async def healthz(request: Request) -> Response:
@@ -253,7 +241,6 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics.endpoint(state)),
-            Route("/graphql", MinPosition(cache if cache_on else http, state)),
             WebSocketRoute("/graphql", WebSocketGraphQL(schema, state)),
             *log_routes(state),
             # GraphiQL's page (GET /graphql from a browser) loads its assets from here.
@@ -272,4 +259,4 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
         lifespan=lifespan,
     )
     app.state.ledger_state = state
-    return app
+    return Front(app, http, cache if cache_on else None, state)

@@ -11,7 +11,6 @@ kept; mutations and subscriptions are never cached.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,10 +19,11 @@ from typing import Any
 
 from graphql import OperationType, parse
 from graphql.error import GraphQLError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Send
 
 from api import auth, logs, metrics
 from api.auth import Principal
+from api.incoming import loads
 from api.state import ApiState
 
 LOOKUP = (
@@ -36,7 +36,7 @@ LOOKUP = (
 def read_only(body: bytes) -> bool:
     """Whether a request body holds one query operation (and nothing else)."""
     try:
-        query = json.loads(body)["query"]
+        query = loads(body)["query"]
     except (ValueError, KeyError, TypeError, RecursionError):
         return False
     return isinstance(query, str) and _one_query(query)
@@ -68,32 +68,27 @@ async def look_up(state: ApiState, token: str | None) -> Seen:
     return Seen(principal, row["position"])
 
 
+Entry = tuple[list[tuple[bytes, bytes]], bytes, Any]
+
+
 class ResponseCache:
-    def __init__(self, app: ASGIApp, state: ApiState, size: int = 2000) -> None:
-        self.app = app
+    """Used by api.front for a POST: `look_up` (the principal and the position, one round
+    trip), then `key`, then `found` (a hit: the answer to send) or `keeping` (a miss: the
+    answer kept as it is sent)."""
+
+    def __init__(self, state: ApiState, size: int = 2000) -> None:
         self.state = state
         self.size = size
         # headers, body, and the operation's name and type (for the request's log line)
-        self.entries: OrderedDict[bytes, tuple[list[tuple[bytes, bytes]], bytes, Any]] = (
-            OrderedDict()
-        )
+        self.entries: OrderedDict[bytes, Entry] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        body = await _read_body(receive)
-        headers = dict(scope["headers"])
-        # Latin-1, as Starlette reads headers: any byte decodes, a bad token is unknown.
-        authorization = headers.get(b"authorization", b"").decode("latin-1")
-        seen = await look_up(self.state, auth.bearer(authorization))
-        scope.setdefault("state", {})["seen"] = seen
+    def key(self, body: bytes, headers: dict[bytes, bytes], seen: Seen) -> bytes | None:
+        """The entry's key; None: not to be cached (no valid token, not one query)."""
         if seen.principal is None or not read_only(body):
-            await self.app(scope, _replay(body, receive), send)
-            return
-        key = hashlib.sha256(
+            return None
+        return hashlib.sha256(
             b"\0".join(
                 [
                     body,
@@ -105,19 +100,21 @@ class ResponseCache:
                 ]
             )
         ).digest()
-        cached = self.entries.get(key)
-        if cached is not None:
-            self.hits += 1
-            metrics.cache_lookup(hit=True)
-            self.entries.move_to_end(key)
-            logs.note(operation=cached[2][0], operation_type=cached[2][1])
-            await _send_response(send, cached[0], cached[1])
-            return
-        self.misses += 1
-        metrics.cache_lookup(hit=False)
-        await self.app(scope, _replay(body, receive), self._keeping(key, send))
 
-    def _keeping(self, key: bytes, send: Send) -> Callable[[Message], Awaitable[None]]:
+    def found(self, key: bytes) -> Entry | None:
+        """The kept answer (a hit), or None (a miss); counted either way."""
+        cached = self.entries.get(key)
+        if cached is None:
+            self.misses += 1
+            metrics.cache_lookup(hit=False)
+            return None
+        self.hits += 1
+        metrics.cache_lookup(hit=True)
+        self.entries.move_to_end(key)
+        logs.note(operation=cached[2][0], operation_type=cached[2][1])
+        return cached
+
+    def keeping(self, key: bytes, send: Send) -> Callable[[Message], Awaitable[None]]:
         start: dict[str, Any] = {}
         chunks: list[bytes] = []
 
@@ -138,30 +135,6 @@ class ResponseCache:
         return keep
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """The body already read, then the client's own messages (a disconnect, when it
-    comes: a streamed answer listens for it)."""
-    sent = False
-
-    async def replayed() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
-
-
-async def _send_response(send: Send, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+async def send_entry(send: Send, entry: Entry) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": entry[0]})
+    await send({"type": "http.response.body", "body": entry[1]})

@@ -34,9 +34,7 @@ from graphql import (
     get_operation_ast,
     parse,
 )
-from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
 from strawberry import Schema
 from strawberry.types import ExecutionResult
 
@@ -44,11 +42,13 @@ from api import auth, logs, metrics
 from api.admission import RETRY_HEADERS, Overloaded
 from api.auth import Principal
 from api.graphql import fanout
-from api.graphql.compiler import Answer, Fallback, Outcome, Refused, build_compiler
+from api.graphql.compiler import Answer, Fallback, Outcome, Refused, build_compiler, mutations
 from api.graphql.compiler.cache import Lru
+from api.graphql.compiler.mutations import MutationCompiler, coerced, query_digest
 from api.graphql.context import Context
 from api.graphql.errors import coded
-from api.state import ApiState
+from api.incoming import Incoming, Reply, loads, reply
+from api.state import DATABASE_FAULTS, ApiState, DatabaseUnavailable
 
 log = logging.getLogger("ledger.api.http")
 
@@ -56,6 +56,7 @@ JSON = "application/json"
 GRAPHQL_JSON = "application/graphql-response+json"
 EVENT_STREAM = "text/event-stream"
 HEARTBEAT_SECONDS = 12.0
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 class HttpError(Exception):
@@ -100,10 +101,10 @@ def encode(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode()
 
 
-def http_error_response(e: HttpError, media: str = JSON) -> Response:
+def http_error_response(e: HttpError, media: str = JSON) -> Reply:
     logs.note_outcome(e.code)
     body = error_body([{"message": e.message, "extensions": {"code": e.code}}])
-    return Response(body, status_code=e.status, media_type=media, headers=e.headers)
+    return reply(body, e.status, media, e.headers)
 
 
 # ----- reading the request -------------------------------------------------------------
@@ -137,7 +138,7 @@ def negotiate(accept: str | None) -> str:
     return min(offered)[2]
 
 
-async def read_request(request: Request) -> GraphQLRequest:
+def read_request(request: Incoming) -> GraphQLRequest:
     if request.method == "GET":
         params: dict[str, Any] = dict(request.query_params)
         if "variables" in params:
@@ -145,14 +146,14 @@ async def read_request(request: Request) -> GraphQLRequest:
         if "extensions" in params:
             params["extensions"] = _json_param(params["extensions"], "extensions")
     else:
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        media = (request.header(b"content-type") or "").split(";")[0].strip().lower()
         if media != JSON:
             raise HttpError(
                 415, "UNSUPPORTED_MEDIA_TYPE",
                 f"a POST body must be {JSON}, not {media or 'without a Content-Type'}",
             )  # fmt: skip
         try:
-            params = json.loads(await request.body())
+            params = loads(request.body)
         except (ValueError, RecursionError):  # RecursionError: nested past any sense
             raise HttpError(400, "BAD_REQUEST", "the request body is not JSON") from None
         if not isinstance(params, dict):
@@ -162,7 +163,7 @@ async def read_request(request: Request) -> GraphQLRequest:
 
 def _json_param(text: str, name: str) -> Any:
     try:
-        return json.loads(text)
+        return loads(text)
     except (ValueError, RecursionError):
         raise HttpError(400, "BAD_REQUEST", f"the {name} parameter is not JSON") from None
 
@@ -231,31 +232,31 @@ class GraphQLHttp:
         # Query operations over the read models as one SQL statement (LEDGER_COMPILE=0: off).
         self.compiler = state.extras["compiler"] = build_compiler(schema._schema)
         self.compiler.enabled = os.environ.get("LEDGER_COMPILE", "1") == "1"
+        self.mutations = MutationCompiler(schema._schema)
         # Principals of tokens seen (a token's role and provider never change; revocation
         # is checked by each compiled statement, and by a lookup before anything else).
         self.principals: Lru[Principal] = Lru(PRINCIPALS_KEPT)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+    async def answer(self, request: Incoming) -> Reply | Response:
+        """The response to a request to /graphql over HTTP (api.front has read its body)."""
         try:
-            response = await self.respond(request)
+            return await self.respond(request)
         except HttpError as e:
             log.info("refused %s request: %s %s", request.method, e.code, e.message)
-            response = http_error_response(e)
-        await response(scope, receive, send)
+            return http_error_response(e)
 
-    async def respond(self, request: Request) -> Response:
+    async def respond(self, request: Incoming) -> Reply | Response:
         if request.method not in ("GET", "POST"):
             raise HttpError(405, "METHOD_NOT_ALLOWED", "use GET or POST",
                             {"Allow": "GET, POST"})  # fmt: skip
-        accept = request.headers.get("accept")
+        accept = request.header(b"accept")
         if self._wants_ide(request, accept):
             return graphiql_page()
         media = negotiate(accept)
         if media == EVENT_STREAM:
             logs.note(transport="sse")
         try:
-            gql = await read_request(request)
+            gql = read_request(request)
         except HttpError as e:
             return http_error_response(e, GRAPHQL_JSON if media == GRAPHQL_JSON else JSON)
         document = parsed(gql.query)
@@ -270,10 +271,11 @@ class GraphQLHttp:
             raise HttpError(405, "METHOD_NOT_ALLOWED", "mutations are sent with POST",
                             {"Allow": "POST"})  # fmt: skip
         caller = await self._caller(request)
-        context = Context(state=self.state, request=request, response=None)
+        context = Context(state=self.state, request=None, response=None)
         context.principal = caller.principal
         if media == EVENT_STREAM:
             await self._verify(caller, context)
+            context.request = request.request
             if kind is OperationType.SUBSCRIPTION:
                 return await self._subscribe(gql, context)
             refused = self._too_costly(document, operation, gql, context)
@@ -287,14 +289,19 @@ class GraphQLHttp:
                 " or use the WebSocket (graphql-transport-ws)",
                 "extensions": {"code": "SUBSCRIPTION_NEEDS_STREAM"},
             }])  # fmt: skip
-        outcome = await self._compile(document, operation, gql, context, caller.digest)
-        if not isinstance(outcome, Answer) and not caller.verified:
-            await self._verify(caller, context)  # strawberry, or a refusal, needs it checked
-            if context.principal is None:
-                outcome = Fallback("unauthenticated")
+        if kind is OperationType.MUTATION:
+            await self._verify(caller, context)  # a write needs the token checked first
+            outcome = await self._mutate(document, operation, gql, context)
+        else:
+            outcome = await self._compile(document, operation, gql, context, caller.digest)
+            if not isinstance(outcome, Answer) and not caller.verified:
+                await self._verify(caller, context)  # strawberry, or a refusal, needs it checked
+                if context.principal is None:
+                    outcome = Fallback("unauthenticated")
         metrics.operation_path(outcome)
         if not isinstance(outcome, Fallback):
             return self._compiled(request, media, context, outcome)
+        context.request = request.request
         result = await self.schema.execute(
             gql.query, gql.variables, context, operation_name=gql.operation_name
         )
@@ -302,10 +309,10 @@ class GraphQLHttp:
             return self._request_failed(media, [e.formatted for e in result.errors or []])
         body = _result_body(result)
         if _overloaded(result):  # a resolver found no connection or thread in time
-            return Response(body, status_code=503, media_type=media, headers=RETRY_HEADERS)
+            return reply(body, 503, media, RETRY_HEADERS)
         if request.method == "GET":
             return _cacheable(request, body, media)
-        return Response(body, media_type=media, headers={"Cache-Control": "no-store"})
+        return reply(body, 200, media, NO_STORE)
 
     async def _compile(
         self,
@@ -331,6 +338,38 @@ class GraphQLHttp:
             log.exception("compiling %s failed", gql.operation_name or "an operation")
             return Fallback("error")
 
+    async def _mutate(
+        self,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        gql: GraphQLRequest,
+        context: Context,
+    ) -> Outcome:
+        """A mutation run without strawberry's executor (api.graphql.compiler.mutations),
+        or why strawberry runs it."""
+        if not self.compiler.enabled:
+            return Fallback("disabled")
+        if context.principal is None:
+            return Fallback("unauthenticated")
+        name = operation.name.value if operation.name else None
+        problem = self.compiler.problem(gql.query, name, document)
+        if problem is not None:
+            return Fallback(problem)
+        variables = coerced(self.compiler.schema, operation, gql.variables)
+        if variables is None:
+            return Fallback("variables")
+        plan = self.mutations.plan(query_digest(gql.query), document, operation, variables)
+        if plan.reason is not None:
+            return Fallback(plan.reason)
+        try:
+            found = await mutations.execute(self.state, plan, variables, context.principal)
+        except (Overloaded, DatabaseUnavailable, *DATABASE_FAULTS):
+            return Fallback("error")  # strawberry tries once more, and answers as ever
+        except Exception:  # a fault here: strawberry runs it (a command done is replayed)
+            log.exception("compiled %s failed", gql.operation_name or "mutation")
+            return Fallback("error")
+        return Fallback(found) if isinstance(found, str) else Answer(found)
+
     def _too_costly(
         self,
         document: DocumentNode,
@@ -346,9 +385,7 @@ class GraphQLHttp:
         )
         return found if isinstance(found, Refused) else None
 
-    def _compiled(
-        self, request: Request, media: str, context: Context, outcome: Outcome
-    ) -> Response:
+    def _compiled(self, request: Incoming, media: str, context: Context, outcome: Outcome) -> Reply:
         """A compiled answer (the JSON PostgreSQL wrote, as it came), or a refusal."""
         if isinstance(outcome, Refused):
             return self._request_failed(media, [outcome.error])
@@ -356,9 +393,9 @@ class GraphQLHttp:
         logs.note_principal(context.principal)
         if request.method == "GET":
             return _cacheable(request, outcome.body, media)
-        return Response(outcome.body, media_type=media, headers={"Cache-Control": "no-store"})
+        return reply(outcome.body, 200, media, NO_STORE)
 
-    def _wants_ide(self, request: Request, accept: str | None) -> bool:
+    def _wants_ide(self, request: Incoming, accept: str | None) -> bool:
         return (
             self.graphiql
             and request.method == "GET"
@@ -367,23 +404,23 @@ class GraphQLHttp:
         )
 
     @staticmethod
-    def _request_failed(media: str, errors: list[dict[str, Any]]) -> Response:
+    def _request_failed(media: str, errors: list[dict[str, Any]]) -> Reply:
         # The spec's watershed: the new media type says 400 and leaves `data` out; the
         # legacy one answers 200 with `data: null`.
         if errors:
             logs.note_outcome(coded(errors[0])["extensions"]["code"])
         if media == GRAPHQL_JSON:
-            return Response(error_body(errors), status_code=400, media_type=media)
+            return reply(error_body(errors), 400, media)
         body = error_body(errors, with_data=True)
         status = 400 if media == EVENT_STREAM else 200
-        return Response(body, status_code=status, media_type=JSON)
+        return reply(body, status, JSON)
 
-    async def _caller(self, request: Request) -> Caller:
+    async def _caller(self, request: Incoming) -> Caller:
         """Who is asking. The response cache has looked the token up already; else a token
         this process has seen is taken as it was, unchecked (a compiled statement checks it
         in the same round trip: still there, not revoked; anything else checks it first);
         else it is looked up."""
-        token = auth.bearer(request.headers.get("authorization"))
+        token = auth.bearer(request.header(b"authorization"))
         digest = auth.token_hash(token) if token else None
         seen = request.scope.get("state", {}).get("seen")  # from the response cache
         if seen is not None:
@@ -409,7 +446,7 @@ class GraphQLHttp:
         else:
             self.principals.put(digest, principal)
 
-    async def _subscribe(self, gql: GraphQLRequest, context: Context) -> Response:
+    async def _subscribe(self, gql: GraphQLRequest, context: Context) -> Reply | Response:
         """A subscription as events: the shared path (api.graphql.fanout), or strawberry."""
         feed = fanout.plan(
             self.state, gql.query, gql.variables, gql.operation_name, context.principal
@@ -424,7 +461,7 @@ class GraphQLHttp:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    async def _stream(self, gql: GraphQLRequest, context: Context) -> Response:
+    async def _stream(self, gql: GraphQLRequest, context: Context) -> Reply | Response:
         source = await self.schema.stream(
             gql.query, gql.variables, context, operation_name=gql.operation_name
         )
@@ -465,12 +502,12 @@ def _result_body(result: ExecutionResult) -> bytes:
     return encode(body)
 
 
-def _cacheable(request: Request, body: bytes, media: str) -> Response:
+def _cacheable(request: Incoming, body: bytes, media: str) -> Reply:
     tag = f'W/"{hashlib.sha256(body).hexdigest()[:32]}"'
     headers = {"ETag": tag, "Cache-Control": "private, no-cache", "Vary": "Authorization, Accept"}
-    if request.headers.get("if-none-match") == tag:
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type=media, headers=headers)
+    if request.header(b"if-none-match") == tag:
+        return reply(b"", 304, None, headers)
+    return reply(body, 200, media, headers)
 
 
 async def _events(first: ExecutionResult, source: AsyncIterator[Any]) -> AsyncIterator[bytes]:

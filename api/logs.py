@@ -25,7 +25,6 @@ import logging.config
 import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -168,7 +167,8 @@ def configure(verbose: bool = False) -> None:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex[:16]
+    """16 hex digits, random (as a UUID4's first 64 bits were, at less cost)."""
+    return os.urandom(8).hex()
 
 
 @dataclass

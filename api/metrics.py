@@ -100,10 +100,10 @@ SLOW_SUBSCRIBERS = Counter(
 OPERATIONS = Counter(
     "ledger_graphql_operations",
     "GraphQL operations (HTTP, Server-Sent Events, WebSocket) by how they were answered:"
-    " path compiled (one SQL statement, or a subscription on the shared fan-out path; reason"
-    " none), strawberry (reason: query, mutation, subscription, stream, introspection, field,"
-    " bad_input, arguments, invalid, variables, unauthenticated, revoked, replica, shape,"
-    " error, disabled) or refused (reason cost: QUERY_TOO_COSTLY).",
+    " path compiled (one SQL statement, a compiled mutation, or a subscription on the shared"
+    " fan-out path; reason none), strawberry (reason: query, mutation, subscription, stream,"
+    " introspection, field, fields, bad_input, arguments, invalid, variables, unauthenticated,"
+    " revoked, replica, shape, error, disabled) or refused (reason cost: QUERY_TOO_COSTLY).",
     ["path", "reason"],
 )
 CACHE = Counter(
@@ -205,27 +205,39 @@ def operation_label(name: str | None) -> str:
     return name
 
 
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, remembered: every request asks for a few, and the label
+    values are bounded (codes, reasons, transports, at most MAX_OPERATIONS names)."""
+    key = (id(metric), labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
 def observe_request(record: logs.RequestRecord) -> None:
     """A request or WebSocket operation answered (connections themselves are not)."""
     if record.path != "/graphql" or record.connection:
         return
     kind = record.operation_type or "none"
-    REQUESTS.labels(record.transport, kind, record.outcome or "ok").inc()
+    child(REQUESTS, record.transport, kind, record.outcome or "ok").inc()
     if kind != "subscription":
-        REQUEST_SECONDS.labels(record.transport, operation_label(record.operation)).observe(
-            record.seconds
-        )
+        name = operation_label(record.operation)
+        child(REQUEST_SECONDS, record.transport, name).observe(record.seconds)
 
 
 def operation_path(outcome: Any) -> None:
     """How the compiler decided an operation (api.graphql.compiler's Outcome)."""
     reason = getattr(outcome, "reason", None)
     if reason is not None:
-        OPERATIONS.labels("strawberry", reason).inc()
+        child(OPERATIONS, "strawberry", reason).inc()
     elif hasattr(outcome, "error"):
-        OPERATIONS.labels("refused", "cost").inc()
+        child(OPERATIONS, "refused", "cost").inc()
     else:
-        OPERATIONS.labels("compiled", "none").inc()
+        child(OPERATIONS, "compiled", "none").inc()
 
 
 def subscribed(change: int) -> None:

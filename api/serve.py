@@ -10,10 +10,10 @@ import shutil
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
 
 from api import logs, metrics
 from api.app import create_app
+from api.front import Front
 from api.supervisor import Supervisor, die_with_parent
 from ledger.application import Ledger
 from ledger.database import Database
@@ -21,7 +21,7 @@ from ledger.database import Database
 log = logging.getLogger("ledger.api")
 
 
-def app_from_environment() -> Starlette:
+def app_from_environment() -> Front:
     """The app for one worker process, configured from the environment."""
     # A killed `ledger serve` leaves no API process behind, holding its port.
     parent = multiprocessing.parent_process()

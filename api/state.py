@@ -24,7 +24,6 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import auth, logs
 from api.admission import Gate
@@ -248,39 +247,24 @@ def make_pool(database: Database | str, schema: str, size: int) -> AsyncConnecti
 MIN_POSITION_HEADER = "x-ledger-min-position"
 
 
-class MinPosition:
+async def min_position_refusal(state: ApiState, raw: bytes) -> JSONResponse | None:
     """Read your writes: a request with `X-Ledger-Min-Position: <position>` (the position
     a mutation answered) waits until the read tables have reached it, on the standby
     with a replica, on the primary without one, before anything reads them (the response
     cache included, whose key then holds the new position). Past `state.read_wait`
-    seconds it is answered, 200 in application/json, with the error REPLICA_BEHIND."""
-
-    def __init__(self, app: ASGIApp, state: ApiState) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            raw = dict(scope["headers"]).get(MIN_POSITION_HEADER.encode())
-            if raw is not None:
-                response = await self._wait(raw)
-                if response is not None:
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
-
-    async def _wait(self, raw: bytes) -> JSONResponse | None:
-        text = raw.decode("latin-1").strip()
-        if not text.isdigit() or len(text) > 19:
-            message = f"X-Ledger-Min-Position must be a position (digits), not {text[:30]!r}"
-            return _error_response("BAD_REQUEST", message, status=400)
-        try:
-            await self.state.wait_for_position(int(text))
-        except ReplicaBehind as e:
-            log.info("read refused: %s", e)
-            details = {"position": str(e.position), "reached": str(e.reached)}
-            return _error_response("REPLICA_BEHIND", str(e), retryable=True, details=details)
-        return None
+    seconds it is answered, 200 in application/json, with the error REPLICA_BEHIND.
+    None: the position is reached; else the answer (a bad header: 400)."""
+    text = raw.decode("latin-1").strip()
+    if not text.isdigit() or len(text) > 19:
+        message = f"X-Ledger-Min-Position must be a position (digits), not {text[:30]!r}"
+        return _error_response("BAD_REQUEST", message, status=400)
+    try:
+        await state.wait_for_position(int(text))
+    except ReplicaBehind as e:
+        log.info("read refused: %s", e)
+        details = {"position": str(e.position), "reached": str(e.reached)}
+        return _error_response("REPLICA_BEHIND", str(e), retryable=True, details=details)
+    return None
 
 
 def _error_response(code: str, message: str, status: int = 200, **extensions: Any) -> JSONResponse:

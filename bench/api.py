@@ -91,12 +91,13 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
 
+import psutil
 import uvicorn
 from psycopg import sql
 from starlette.applications import Starlette
@@ -107,7 +108,7 @@ from starlette.routing import Route
 from api.auth import create_token, revoke_token
 from api.graphql.queries import ACCOUNT_SELECT
 from api.state import make_pool
-from bench import common
+from bench import api_writes, common
 from bench.common import Progress, fixed_key, load_demo, log, quantile, server_name, server_version
 from ledger import Database, Ledger
 from ledger.vault import Vault
@@ -865,6 +866,7 @@ class Run:
     p99: float  # ms
     requests: int
     errors: int  # socket errors, timeouts, non-2xx answers
+    cpu_ms: float = 0.0  # the server's CPU (its processes, user + system) per request, ms
 
 
 # wrk's report, one line the benchmarks parse (no braces: it joins .format templates).
@@ -934,6 +936,25 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> Run:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
     requests, micros, p50, p99, errors = (int(x) for x in lines[-1].split()[1:])
     return Run(requests / (micros / 1e6), p50 / 1000, p99 / 1000, requests, errors)
+
+
+def cpu_seconds(server: Server) -> float:
+    """User and system CPU of the server's process and its children so far."""
+    root = psutil.Process(server.process.pid)
+    total = 0.0
+    for process in (root, *root.children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def measured_run(server: Server, script: tuple[str, Path], connections: int, seconds: int) -> Run:
+    """A load run, with the server's CPU per request."""
+    before = cpu_seconds(server)
+    run = wrk(*script, connections, seconds)
+    spent = cpu_seconds(server) - before
+    return replace(run, cpu_ms=spent * 1000 / run.requests if run.requests else 0.0)
 
 
 CACHE_LOOKUPS = re.compile(
@@ -1260,7 +1281,9 @@ def measure(
                     for name in names:
                         cached = name == "ledger-cache"
                         before = cache_lookups(by_name[name]) if cached else (0.0, 0.0)
-                        run = wrk(*scripts[name, read], connections, args.seconds)
+                        run = measured_run(
+                            by_name[name], scripts[name, read], connections, args.seconds
+                        )
                         runs.setdefault((name, read, connections), []).append(run)
                         share = ""
                         if cached:
@@ -1273,6 +1296,7 @@ def measure(
                             f"repeat {repeat + 1}/{args.repeats} {LABELS[read]:<14}"
                             f" c={connections:<3} {name:<13} {run.rate:8.0f} req/s"
                             f"  p50 {run.p50:7.2f} ms  p99 {run.p99:7.2f} ms"
+                            f"  cpu {run.cpu_ms:.3f} ms/req"
                             + share
                             + (f"  {run.errors} errors" if run.errors else "")
                         )
@@ -1346,11 +1370,12 @@ def report_reads(args: argparse.Namespace, data: DataSet, measured: Measured) ->
         print(f"{name}: left out: {why}")
     print(
         "req/s: median (min-max) of the repeats; p50, p99: medians of the runs' latency, ms;"
-        " x pg, x starlette: the ledger's median req/s over theirs\n"
+        " x pg, x starlette: the ledger's median req/s over theirs; cpu: the median of the"
+        " runs' server CPU (its processes, user + system) per request, ms\n"
     )
     runs = measured.runs
     print(
-        f"{'read':<15}{'conns':>5}  {'server':<19}{'req/s':>19}{'p50':>8}{'p99':>9}"
+        f"{'read':<15}{'conns':>5}  {'server':<19}{'req/s':>19}{'p50':>8}{'p99':>9}{'cpu':>7}"
         f"{'x pg':>7}{'x starlette':>12}{'cache hits':>12}"
     )
     for read in args.reads:
@@ -1369,6 +1394,7 @@ def report_reads(args: argparse.Namespace, data: DataSet, measured: Measured) ->
                     f"{label}  {SERVER_LABELS[name]:<19}{rate:>19}"
                     f"{statistics.median(r.p50 for r in found):>8.2f}"
                     f"{statistics.median(r.p99 for r in found):>9.2f}"
+                    f"{statistics.median(r.cpu_ms for r in found):>7.3f}"
                 )
                 if name.startswith("ledger"):
                     mine = statistics.median(rates)
@@ -1452,7 +1478,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accounts", type=int, default=2000, help="demo accounts (default 2000)")
     parser.add_argument("--seconds", type=int, default=5, help="seconds per load run (default 5)")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="runs per server, read and concurrency (default 3)"
+        "--repeats", type=int, help="runs per server, read and concurrency (default 3; --quick: 1)"
     )
     parser.add_argument(
         "--reads",
@@ -1489,6 +1515,15 @@ def main(argv: list[str] | None = None) -> None:
         help="a smoke run: 1 s per load run at 16 and 64 connections, 1 repeat, no warm-up,"
         " 50 posts",
     )
+    parser.add_argument(
+        "--writes",
+        action="store_true",
+        help="also publishPost over GraphQL at each --connections (default 1,16,64) against"
+        " raw one-row transactions, and with LEDGER_COMPILE=0 (bench.api_writes)",
+    )
+    parser.add_argument(
+        "--raw-rows", type=int, default=2000, help="rows per raw write run (default 2000)"
+    )
     # Internal: the processes this benchmark starts.
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--subscribe", metavar="URL", help=argparse.SUPPRESS)
@@ -1505,8 +1540,11 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     args.warmup = not args.quick
+    connections_given = args.connections is not None
     if args.quick:
-        args.seconds, args.repeats, args.posts = 1, 1, 50
+        args.seconds, args.posts = 1, 50
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
     if args.connections is None:
         args.connections = [16, 64] if args.quick else list(CONCURRENCY)
     if min(
@@ -1519,10 +1557,15 @@ def main(argv: list[str] | None = None) -> None:
         )
     with Database() as db:
         try:
-            benchmark(args, db, SCHEMA)
+            if args.reads or args.subscriptions:
+                benchmark(args, db, SCHEMA)
         finally:
             if not args.keep:
                 db.drop_schema(SCHEMA)
+        if args.writes:
+            if not connections_given:
+                args.connections = list(CONCURRENCY)
+            api_writes.writes(args, db)
 
 
 if __name__ == "__main__":

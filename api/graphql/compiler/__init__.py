@@ -3,7 +3,8 @@ SQL statement whose single result is the response's JSON, built by PostgreSQL
 (json_build_object, json_agg, subqueries) and sent as the body as it comes.
 
 Strawberry stays the schema and the path for everything else, decided per operation:
-mutations, subscriptions, introspection, `accountAsOf`, `events`, proofs, disclosures,
+mutations (over HTTP they run without its executor: compiler/mutations.py),
+subscriptions, introspection, `accountAsOf`, `events`, proofs, disclosures,
 an invalid document or variables, an argument the resolvers would refuse (strawberry
 then answers with its error), a request without a valid token. See docs/compiled-reads.md."""
 
@@ -153,7 +154,7 @@ class Compiler:
 
     def problem(self, query: str, name: str | None, document: DocumentNode) -> str | None:
         """Why a document fails the schema's validation or limits (None: it passes)."""
-        digest = hashlib.blake2b(query.encode(), digest_size=16).digest()
+        digest = hashlib.blake2b(query.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         return self._checked(digest, name, document)[0]
 
     def _checked(
