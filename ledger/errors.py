@@ -200,3 +200,18 @@ class RateLimited(LedgerError):
 
 class NotFoundAtPosition(LedgerError):
     code = "NOT_FOUND_AT_POSITION"
+
+
+class WebhookEndpointNotFound(LedgerError):
+    code = "WEBHOOK_ENDPOINT_NOT_FOUND"
+
+
+class WebhookEndpointState(LedgerError):
+    """The endpoint is not in a state the command applies to (pausing a paused one,
+    resuming an active one, anything on a deleted one)."""
+
+    code = "WEBHOOK_ENDPOINT_STATE"
+
+
+class WebhookUrlRefused(LedgerError):
+    code = "WEBHOOK_URL_REFUSED"
