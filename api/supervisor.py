@@ -1,4 +1,4 @@
-"""`ledger serve`'s background workers (the projector, the sealer) as child processes, so
+"""`ledger serve`'s background workers (the projector, the sealer, the webhook deliverer) as child processes, so
 that the API processes only serve: a worker's CPU never contends for an API process's GIL.
 
 Each child is restarted when it exits, after a backoff that doubles from half a second to
@@ -27,11 +27,13 @@ FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 HEALTHY_AFTER_S = 60.0
 STOP_TIMEOUT_S = 10.0
-WORKERS = ("projector", "sealer")
+WORKERS = ("projector", "sealer", "deliver")
 PR_SET_PDEATHSIG = 1
 
 
 def worker_command(name: str) -> list[str]:
+    if name == "deliver":  # the webhook delivery worker
+        return [sys.executable, "-m", "api.cli", "deliver"]
     return [sys.executable, "-m", "api.cli", "project", "--only", name]
 
 

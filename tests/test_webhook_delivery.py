@@ -1,0 +1,107 @@
+"""Delivery end to end: real `ledger deliver` and projector processes, a real HTTP
+receiver, signatures checked with the `standardwebhooks` package (v1) and `cryptography`'s
+Ed25519 (v1a)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from uuid import UUID
+
+import pytest
+import standardwebhooks
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ledger import Ledger
+from ledger import commands as c
+from tests.webhook_receiver import Receiver, Workers, wait_for, worker_env
+from tests.world import REGULATOR, World
+
+
+@pytest.fixture
+def env(cold, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("LEDGER_WEBHOOK_ALLOW_LOOPBACK", "1")
+    return worker_env(cold.env)
+
+
+@pytest.fixture
+def workers(env: dict[str, str]) -> Iterator[Workers]:
+    w = Workers(env)
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def sanctions(world: World, accounts: list[UUID], rounds: int, batch: int = 100) -> None:
+    """`rounds` warnings on each account, interleaved, written in batches."""
+    commands = [
+        c.ImposeSanction(actor=REGULATOR, idempotency_key=world.key(), account_id=a,
+                         level="warning", rule_ids=("art.9",), reason=f"breach {i}")
+        for i in range(rounds) for a in accounts
+    ]  # fmt: skip
+    for start in range(0, len(commands), batch):
+        world.ledger.submit(commands[start : start + batch])
+
+
+def verify_v1a(public_key: str, r: object) -> None:
+    headers, body = r.headers, r.body  # type: ignore[attr-defined]
+    content = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key.removeprefix("whpk_")))
+    signatures = [s.split(",", 1)[1] for s in headers["webhook-signature"].split()
+                  if s.startswith("v1a,")]  # fmt: skip
+    for signature in signatures:
+        try:
+            key.verify(base64.b64decode(signature), content)
+            return
+        except InvalidSignature:
+            continue
+    raise InvalidSignature("no v1a signature verifies")
+
+
+def by_account(received: list) -> dict[str, list[dict]]:  # type: ignore[type-arg]
+    out: dict[str, list[dict]] = defaultdict(list)  # type: ignore[type-arg]
+    for r in received:
+        data = json.loads(r.body)["data"]
+        out[data["originatorId"]].append({**data, "id": r.headers["webhook-id"]})
+    return out
+
+
+def test_deliveries_are_signed_in_order_per_account_and_verify(
+    ledger: Ledger, workers: Workers, receiver: Receiver
+) -> None:
+    world = World(ledger)
+    accounts = [world.account() for _ in range(5)]
+    registered = world.run(c.RegisterWebhookEndpoint, provider_id=world.provider,
+                           url=receiver.url)  # fmt: skip
+    secret = ledger.webhook_secrets(UUID(str(registered["endpoint_id"])))[0][1]
+    from ledger.webhooks import KeyMaterial
+
+    material = KeyMaterial.from_bytes(secret)
+    workers.start("projector")
+    workers.start("deliver")
+    sanctions(world, accounts, rounds=40)
+    wait_for(lambda: len(receiver.acked()) >= 200, 30, "200 deliveries")
+    time.sleep(0.5)
+    assert len(receiver.acked()) == 200  # at least once, and here exactly once
+    verifier = standardwebhooks.Webhook(material.secret)
+    for r in receiver.acked():
+        verifier.verify(r.body, r.headers)
+        verify_v1a(material.public_key, r)
+        document = json.loads(r.body)
+        assert set(document) == {"type", "timestamp", "data"}
+        assert document["type"] == "Account.SanctionImposed"
+    for account, items in by_account(receiver.acked()).items():
+        assert [i["sequence"] for i in items] == list(range(1, 41)), account
+        positions = [int(i["position"]) for i in items]
+        assert positions == sorted(positions)
+        assert len({i["id"] for i in items}) == 40
