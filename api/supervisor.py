@@ -1,5 +1,6 @@
-"""`ledger serve`'s background workers (the projector, the sealer, the webhook deliverer) as child processes, so
-that the API processes only serve: a worker's CPU never contends for an API process's GIL.
+"""`ledger serve`'s background workers (the projector, the sealer, the webhook deliverer) as
+child processes, so that the API processes only serve: a worker's CPU never contends for
+an API process's GIL.
 
 Each child is restarted when it exits, after a backoff that doubles from half a second to
 half a minute and starts again once a child has run for a minute. A child asks the kernel

@@ -93,7 +93,7 @@ class Workers:
     def start(self, command: str, **env: str) -> subprocess.Popen[bytes]:
         args = ["deliver"] if command == "deliver" else ["project", "--only", "projector"]
         # A file, not a pipe: a pipe nobody reads fills up and stops the process.
-        log = tempfile.TemporaryFile()
+        log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop)
         proc = subprocess.Popen(
             [sys.executable, "-m", "api.cli", *args],
             env={**self.env, **env},

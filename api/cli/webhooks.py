@@ -125,9 +125,7 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
         ids = {"provider_id": row["provider_id"], "endpoint_id": endpoint}
         key = f"cli-{args.action}-{datetime.now().isoformat()}"
         if args.action == "resume":
-            command: c.Command = c.ResumeWebhookEndpoint(
-                actor=OPERATOR, idempotency_key=key, **ids
-            )
+            command: c.Command = c.ResumeWebhookEndpoint(actor=OPERATOR, idempotency_key=key, **ids)
         else:
             command = c.ReplayWebhookEndpoint(
                 actor=OPERATOR, idempotency_key=key, from_position=args.from_position,

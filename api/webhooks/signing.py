@@ -25,9 +25,7 @@ def signed_content(msg_id: str, timestamp: int, body: bytes) -> bytes:
     return f"{msg_id}.{timestamp}.".encode() + body
 
 
-def signature_header(
-    msg_id: str, timestamp: int, body: bytes, keys: Sequence[SigningKey]
-) -> str:
+def signature_header(msg_id: str, timestamp: int, body: bytes, keys: Sequence[SigningKey]) -> str:
     content = signed_content(msg_id, timestamp, body)
     parts = []
     for key in keys:

@@ -457,10 +457,18 @@ class Deliverer:
                 "INSERT INTO webhook_attempts (endpoint_id, position, msg_id, attempt, status,"
                 " error, latency_ms, key_ids) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 [
-                    (o.job.endpoint_id, o.job.position, o.job.msg_id, o.job.attempts + 1,
-                     o.status, o.error, o.latency * 1000, o.key_ids)
+                    (
+                        o.job.endpoint_id,
+                        o.job.position,
+                        o.job.msg_id,
+                        o.job.attempts + 1,
+                        o.status,
+                        o.error,
+                        o.latency * 1000,
+                        o.key_ids,
+                    )
                     for o in outcomes
-                ],  # fmt: skip
+                ],
             )
             await cur.executemany(
                 "INSERT INTO webhook_counts VALUES (%s, 1, %s) ON CONFLICT (outcome) DO UPDATE"
@@ -507,10 +515,8 @@ class Deliverer:
             endpoint_id=endpoint_id,
             reason=reason,
         )
-        try:
+        with contextlib.suppress(errors.WebhookEndpointState, errors.WebhookEndpointNotFound):
             await asyncio.to_thread(self.ledger.execute, command)
-        except (errors.WebhookEndpointState, errors.WebhookEndpointNotFound):
-            pass
         log.warning("deliver: endpoint %s paused: %s", endpoint_id, reason)
         # At once here; the event, applied in its turn, says the same.
         await self.conn.execute(
@@ -563,8 +569,7 @@ class Deliverer:
             " WHERE notification_id = ANY(%s)"
         ).format(e=self.events_table)
         events = {
-            e.position: e
-            for e in await self._events(query, [list({r["position"] for r in rows})])
+            e.position: e for e in await self._events(query, [list({r["position"] for r in rows})])
         }
         return [
             Job(

@@ -1,0 +1,152 @@
+"""Webhook endpoints over GraphQL: registration shows the secret once, queries show the
+endpoint, its delivery state and attempts, and another provider's endpoints look exactly
+like ones that do not exist."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import standardwebhooks
+
+from ledger import Ledger
+from tests.api_server import ApiServer
+from tests.webhook_receiver import Receiver, Workers, wait_for, worker_env
+from tests.world import World
+
+REGISTER = """mutation($input: RegisterWebhookEndpointInput!, $key: String!) {
+  registerWebhookEndpoint(input: $input, idempotencyKey: $key) {
+    __typename
+    ... on CommandSuccess { endpointId secret publicKey replayed position }
+    ... on MutationError { code message }
+  }
+}"""
+ENDPOINTS = """query($p: ID) { webhookEndpoints(providerId: $p) {
+  id url eventTypes status publicKey
+  state { cursor lag paused pausedReason }
+  attempts(first: 2) { edges { node { webhookId attempt status latencyMs keyIds } }
+                       pageInfo { hasNextPage endCursor } } } }"""
+ENDPOINT = "query($id: ID!, $p: ID) { webhookEndpoint(id: $id, providerId: $p) { id url } }"
+REPLAY = """mutation($input: ReplayWebhookEndpointInput!) {
+  replayWebhookEndpoint(input: $input, idempotencyKey: "r1") {
+    __typename ... on MutationError { code message } } }"""
+
+
+@pytest.fixture(autouse=True)
+def loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEDGER_WEBHOOK_ALLOW_LOOPBACK", "1")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def workers(cold, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workers]:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("LEDGER_WEBHOOK_ALLOW_LOOPBACK", "1")
+    w = Workers(worker_env(cold.env))
+    yield w
+    w.stop()
+
+
+def test_register_query_and_deliver_over_graphql(
+    server: ApiServer, ledger: Ledger, receiver: Receiver, workers: Workers
+) -> None:
+    world = World(ledger)
+    account = world.account()
+    token = server.token("provider", world.provider)
+    variables: dict[str, Any] = {
+        "input": {"providerId": str(world.provider), "url": receiver.url,
+                  "description": "our back end"},
+        "key": "reg-1",
+    }  # fmt: skip
+    first = server.data(REGISTER, token, **variables)["registerWebhookEndpoint"]
+    assert first["__typename"] == "CommandSuccess" and first["secret"].startswith("whsec_")
+    assert first["publicKey"].startswith("whpk_") and not first["replayed"]
+    again = server.data(REGISTER, token, **variables)["registerWebhookEndpoint"]
+    assert again["replayed"] and again["secret"] == first["secret"]
+    assert again["endpointId"] == first["endpointId"]
+
+    workers.start("deliver")
+    world.sanction(account, "warning")
+    world.sanction(account, "warning")
+    wait_for(lambda: len(receiver.acked()) == 2, 30, "two deliveries")
+    verifier = standardwebhooks.Webhook(first["secret"])
+    for r in receiver.acked():
+        verifier.verify(r.body, r.headers)
+
+    def listed() -> dict[str, Any]:
+        (endpoint,) = server.data(ENDPOINTS, token)["webhookEndpoints"]
+        return endpoint  # type: ignore[no-any-return]
+
+    wait_for(lambda: (listed()["state"] or {}).get("lag") == 0, 20, "state to show no lag")
+    endpoint = listed()
+    assert "secret" not in json.dumps(endpoint) and first["secret"] not in json.dumps(endpoint)
+    assert endpoint["id"] == first["endpointId"] and endpoint["status"] == "active"
+    assert endpoint["eventTypes"][0] == "Account.SanctionImposed"
+    assert endpoint["state"]["cursor"] is not None and not endpoint["state"]["paused"]
+    page = endpoint["attempts"]
+    assert [e["node"]["status"] for e in page["edges"]] == [200, 200]
+    ids = [e["node"]["webhookId"] for e in page["edges"]]
+    assert ids == [r.headers["webhook-id"] for r in receiver.acked()]
+
+
+def test_another_providers_endpoints_look_like_missing_ones(
+    server: ApiServer, ledger: Ledger, receiver: Receiver
+) -> None:
+    world = World(ledger)
+    regulator = server.token("regulator")
+    rival = server.token("provider", world.rival)
+    mine = server.token("provider", world.provider)
+    variables = {"input": {"providerId": str(world.provider), "url": receiver.url}, "key": "k"}
+    registered = server.data(REGISTER, mine, **variables)["registerWebhookEndpoint"]
+    endpoint = registered["endpointId"]
+    nowhere = str(uuid.uuid4())
+
+    def answer(query: str, token: str, **v: Any) -> Any:
+        result = server.gql(query, token, **v)
+        for error in result.get("errors", []):
+            error.pop("locations", None)
+        return result
+
+    # Listing: the other provider's id answers as an id that does not exist.
+    theirs = answer(ENDPOINTS, rival, p=str(world.provider))
+    missing = answer(ENDPOINTS, rival, p=nowhere)
+    assert theirs["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert theirs == missing
+    # One endpoint: null, as for an id that does not exist.
+    assert answer(ENDPOINT, rival, id=endpoint)["data"] == {"webhookEndpoint": None}
+    assert answer(ENDPOINT, rival, id=endpoint, p=str(world.provider)) == answer(
+        ENDPOINT, rival, id=nowhere, p=nowhere
+    )
+    # Registering for, or replaying, the other provider's endpoint: as for missing ones.
+    for_them = {"input": {"providerId": str(world.provider), "url": receiver.url}, "key": "x"}
+    for_nobody = {"input": {"providerId": nowhere, "url": receiver.url}, "key": "y"}
+    refused = answer(REGISTER, rival, **for_them)["data"]["registerWebhookEndpoint"]
+    assert refused == answer(REGISTER, rival, **for_nobody)["data"]["registerWebhookEndpoint"]
+    own = str(world.rival)
+    replay_theirs = answer(
+        REPLAY, rival, input={"providerId": own, "endpointId": endpoint, "fromPosition": 0}
+    )
+    replay_none = answer(
+        REPLAY, rival, input={"providerId": own, "endpointId": nowhere, "fromPosition": 0}
+    )
+    assert replay_theirs["data"]["replayWebhookEndpoint"]["code"] == "WEBHOOK_ENDPOINT_NOT_FOUND"
+    assert json.dumps(replay_theirs).replace(endpoint, "X") == json.dumps(replay_none).replace(
+        nowhere, "X"
+    )
+    # The regulator and the owner see it; an auditor too.
+    assert answer(ENDPOINT, regulator, id=endpoint, p=str(world.provider))["data"][
+        "webhookEndpoint"
+    ]["id"] == endpoint
+    assert answer(ENDPOINT, mine, id=endpoint)["data"]["webhookEndpoint"]["id"] == endpoint
+    auditor = server.token("auditor")
+    assert answer(ENDPOINT, auditor, id=endpoint, p=str(world.provider))["data"][
+        "webhookEndpoint"
+    ]["id"] == endpoint
