@@ -996,6 +996,11 @@ class ReplayWebhookEndpoint(_EndpointCommand):
             raise errors.InvalidArgument("give exactly one of from_position and from_time")
         if self.from_position is not None:
             self._count("from_position")
+        if isinstance(self.from_time, str):
+            try:
+                self._set("from_time", datetime.fromisoformat(self.from_time))
+            except ValueError:
+                raise errors.InvalidArgument("from_time must be an ISO 8601 time") from None
         if self.from_time is not None and (
             not isinstance(self.from_time, datetime) or self.from_time.tzinfo is None
         ):

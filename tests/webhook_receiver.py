@@ -138,3 +138,26 @@ def worker_env(cold_env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in cold_env.items() if k != "PYTEST_CURRENT_TEST"} | {
         "PYTHONPATH": os.getcwd()
     }
+
+
+def endpoint_events(ledger: Any, endpoint_id: str, kind: str) -> list[Any]:
+    """The endpoint's events of one kind (e.g. "Paused"), in log order."""
+    return [
+        e
+        for e in ledger.read_log(types=[f"Provider.Webhook{kind}"])
+        if e.payload["endpoint_id"] == endpoint_id
+    ]
+
+
+def attempts(database: Any, schema: str, endpoint_id: str) -> list[dict[str, Any]]:
+    """The endpoint's attempt log (empty until the worker has made its tables)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with database.connect(schema, row_factory=dict_row) as conn:
+        try:
+            return conn.execute(  # type: ignore[no-any-return]
+                "SELECT * FROM webhook_attempts WHERE endpoint_id = %s ORDER BY id", [endpoint_id]
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
