@@ -25,6 +25,7 @@ class Received:
     body: bytes
     at: float  # time.time() when the request arrived
     status: int
+    path: str = "/"
 
 
 # What the receiver answers: a status (and headers), or None to drop the connection.
@@ -38,6 +39,9 @@ class Receiver:
     answer: Answer = field(default=lambda r: (200, {}))
     hang: float = 0.0  # seconds to wait before answering (a hanging receiver)
     received: list[Received] = field(default_factory=list)
+    port: int = 0  # 0: a free one
+    # ("path webhook-id", arrived, answered) of every request, answered or not
+    spans: list[tuple[str, float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         receiver = self
@@ -51,11 +55,16 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
+                if len(body) < length:  # the sender gave up mid-body
+                    self.close_connection = True
+                    return
                 got = Received({k.lower(): v for k, v in self.headers.items()}, body,
-                               time.time(), 0)  # fmt: skip
+                               time.time(), 0, self.path)  # fmt: skip
                 if receiver.hang:
                     time.sleep(receiver.hang)
                 reply = receiver.answer(got)
+                webhook_id = self.path + " " + got.headers.get("webhook-id", "")
+                receiver.spans.append((webhook_id, got.at, time.time()))
                 if reply is None:
                     self.close_connection = True
                     return
@@ -67,7 +76,7 @@ class Receiver:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"
