@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 import standardwebhooks
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from api.webhooks import signing
+from api.webhooks.signing import SigningKey
 from ledger import Ledger
 from ledger import commands as c
-from tests.webhook_receiver import Receiver, Workers, wait_for, worker_env
+from ledger.webhooks import KeyMaterial
+from tests.webhook_receiver import Received, Receiver, Workers, wait_for, worker_env
 from tests.world import REGULATOR, World
 
 
@@ -84,15 +88,13 @@ def test_deliveries_are_signed_in_order_per_account_and_verify(
     registered = world.run(c.RegisterWebhookEndpoint, provider_id=world.provider,
                            url=receiver.url)  # fmt: skip
     secret = ledger.webhook_secrets(UUID(str(registered["endpoint_id"])))[0][1]
-    from ledger.webhooks import KeyMaterial
-
     material = KeyMaterial.from_bytes(secret)
     workers.start("projector")
     workers.start("deliver")
-    sanctions(world, accounts, rounds=40)
-    wait_for(lambda: len(receiver.acked()) >= 200, 30, "200 deliveries")
+    sanctions(world, accounts, rounds=400)
+    wait_for(lambda: len(receiver.acked()) >= 2000, 120, "2,000 deliveries")
     time.sleep(0.5)
-    assert len(receiver.acked()) == 200  # at least once, and here exactly once
+    assert len(receiver.acked()) == 2000  # at least once, and here exactly once
     verifier = standardwebhooks.Webhook(material.secret)
     for r in receiver.acked():
         verifier.verify(r.body, r.headers)
@@ -101,7 +103,42 @@ def test_deliveries_are_signed_in_order_per_account_and_verify(
         assert set(document) == {"type", "timestamp", "data"}
         assert document["type"] == "Account.SanctionImposed"
     for account, items in by_account(receiver.acked()).items():
-        assert [i["sequence"] for i in items] == list(range(1, 41)), account
+        assert [i["sequence"] for i in items] == list(range(1, 401)), account
         positions = [int(i["position"]) for i in items]
         assert positions == sorted(positions)
-        assert len({i["id"] for i in items}) == 40
+        assert len({i["id"] for i in items}) == 400
+    tampered(receiver.acked(), material)
+
+
+def flip(text: bytes, at: int) -> bytes:
+    return text[:at] + bytes([text[at] ^ 0x01]) + text[at + 1 :]
+
+
+def tampered(captured: list[Received], material: KeyMaterial) -> None:
+    """One flipped byte of the body, the id or the timestamp fails both schemes; so does a
+    correctly signed delivery whose timestamp is 301 s old."""
+    verifier = standardwebhooks.Webhook(material.secret)
+    rng = random.Random(21)
+    for r in captured:
+        body = flip(r.body, rng.randrange(len(r.body)))
+        webhook_id = r.headers["webhook-id"]
+        stamp = r.headers["webhook-timestamp"]
+        other_id = flip(webhook_id.encode(), rng.randrange(4, len(webhook_id))).decode()
+        other_stamp = str(int(stamp) + rng.choice([-1, 1]))
+        for changed in (
+            Received(r.headers, body, r.at, r.status),
+            Received({**r.headers, "webhook-id": other_id}, r.body, r.at, r.status),
+            Received({**r.headers, "webhook-timestamp": other_stamp}, r.body, r.at, r.status),
+        ):
+            with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+                verifier.verify(changed.body, changed.headers)
+            with pytest.raises(InvalidSignature):
+                verify_v1a(material.public_key, changed)
+    r = captured[0]
+    old = int(time.time()) - 301
+    key = SigningKey(uuid4(), material)
+    stale = signing.headers(r.headers["webhook-id"], old, r.body, [key])
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError, match="too old"):
+        verifier.verify(r.body, stale)
+    fresh = signing.headers(r.headers["webhook-id"], old + 2, r.body, [key])
+    verifier.verify(r.body, {**fresh, "webhook-timestamp": str(old + 2)})  # 299 s: still in
