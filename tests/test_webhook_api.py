@@ -8,11 +8,14 @@ import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from uuid import UUID
 
+import httpx
 import pytest
 import standardwebhooks
 
 from ledger import Ledger
+from ledger import commands as c
 from tests.api_server import ApiServer
 from tests.webhook_receiver import Receiver, Workers, wait_for, worker_env
 from tests.world import World
@@ -150,3 +153,51 @@ def test_another_providers_endpoints_look_like_missing_ones(
     assert answer(ENDPOINT, auditor, id=endpoint, p=str(world.provider))["data"][
         "webhookEndpoint"
     ]["id"] == endpoint
+
+
+SUBSCRIBE = (
+    "subscription { sanctionEvents { position originatorId originatorVersion type } }"
+)
+
+
+def test_webhook_ids_per_account_equal_the_subscriptions(
+    server: ApiServer, ledger: Ledger, receiver: Receiver, workers: Workers
+) -> None:
+    world = World(ledger)
+    accounts = [world.account() for _ in range(3)]
+    theirs = world.account(ops=world.rival_ops)
+    world.run(c.RegisterWebhookEndpoint, provider_id=world.provider, url=receiver.url)
+    workers.start("deliver")
+    for round_ in range(5):
+        for account in accounts:
+            sanction = world.sanction(account, "warning")
+            if round_ == 2:
+                world.run(c.AppealSanction, account_id=account, sanction_id=sanction,
+                          grounds="no")  # fmt: skip
+        world.sanction(theirs, "warning")
+    total = 3 * 5 + 3
+    token = server.token("provider", world.provider)
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    streamed = []
+    with httpx.stream("POST", server.url, json={"query": SUBSCRIBE}, headers=headers,
+                      timeout=30) as response:  # fmt: skip
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                streamed.append(json.loads(line[6:])["data"]["sanctionEvents"])
+            if len(streamed) == total:
+                break
+    wait_for(lambda: len(receiver.acked()) == total, 30, "every delivery")
+
+    def per_account(items: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
+        out: dict[str, list[tuple[str, str]]] = {}
+        for i in items:
+            webhook_id = f"msg_{UUID(i['originatorId']).hex}_{i['originatorVersion']}"
+            out.setdefault(i["originatorId"], []).append((str(i["position"]), webhook_id))
+        return out
+
+    delivered = [json.loads(r.body)["data"] for r in receiver.acked()]
+    assert per_account(delivered) == per_account(streamed)
+    assert {r.headers["webhook-id"] for r in receiver.acked()} == {
+        w for v in per_account(streamed).values() for _, w in v
+    }
+    assert str(theirs) not in per_account(delivered)
