@@ -201,3 +201,33 @@ def test_webhook_ids_per_account_equal_the_subscriptions(
         w for v in per_account(streamed).values() for _, w in v
     }
     assert str(theirs) not in per_account(delivered)
+
+
+def test_metrics_show_a_receivers_outage_and_readyz_does_not(
+    server: ApiServer, ledger: Ledger, workers: Workers
+) -> None:
+    failing = Receiver(answer=lambda r: (500, {}))
+    gone = Receiver(answer=lambda r: (410, {}))
+    try:
+        world = World(ledger)
+        account = world.account()
+        down = world.run(c.RegisterWebhookEndpoint, provider_id=world.provider, url=failing.url)
+        world.run(c.RegisterWebhookEndpoint, provider_id=world.provider, url=gone.url)
+        workers.start("deliver", LEDGER_WEBHOOK_RETRY_SCHEDULE="0,0.2")
+        for _ in range(3):
+            world.sanction(account, "warning")
+        base = server.url.removesuffix("/graphql")
+
+        def scrape() -> str:
+            return httpx.get(f"{base}/metrics", timeout=10).text
+
+        wait_for(lambda: "ledger_webhook_endpoints_paused 1.0" in scrape(), 30, "the pause")
+        text = scrape()
+        assert 'ledger_webhook_deliveries_count{outcome="http_5xx"}' in text
+        assert 'ledger_webhook_deliveries_count{outcome="http_4xx"} 1.0' in text
+        assert f'ledger_webhook_pending{{endpoint="{down["endpoint_id"]}"}} 3.0' in text
+        assert f'ledger_webhook_oldest_pending_seconds{{endpoint="{down["endpoint_id"]}"}}' in text
+        assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
+    finally:
+        failing.close()
+        gone.close()
