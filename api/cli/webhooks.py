@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from api.cli.common import Parser, Subparsers, open_database_and_ledger
-from api.cli.errors import CliError
+from api.cli.errors import USAGE, CliError
 from ledger import commands as c
 from ledger.actors import Actor, Role
 from ledger.application import Ledger
@@ -80,7 +80,7 @@ def _uuid(text: str | None, what: str) -> UUID | None:
     try:
         return UUID(text)
     except ValueError:
-        raise CliError(f"{what}: not an id: {text[:80]!r}") from None
+        raise CliError(f"{what}: not an id: {text[:80]!r}", USAGE) from None
 
 
 def _rows(database: Database, schema: str, query: str, params: dict[str, Any]) -> list[Any]:
