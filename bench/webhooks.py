@@ -28,7 +28,6 @@ import json
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,10 +40,9 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-from psycopg import sql
 
 from api.auth import create_token
-from bench.common import log, paced, quantile
+from bench.common import paced, quantile
 from ledger import Actor, Database, Ledger, Role
 from ledger import commands as c
 from ledger.vault import Vault

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
@@ -142,3 +145,24 @@ def tampered(captured: list[Received], material: KeyMaterial) -> None:
         verifier.verify(r.body, stale)
     fresh = signing.headers(r.headers["webhook-id"], old + 2, r.body, [key])
     verifier.verify(r.body, {**fresh, "webhook-timestamp": str(old + 2)})  # 299 s: still in
+
+
+def test_the_documented_openssl_check_verifies_v1a(tmp_path: Path) -> None:
+    """docs/webhooks.md's `openssl` recipe, run as written, on a delivery we sign."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "webhooks.md").read_text()
+    script = text.split("with `openssl`", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    material = KeyMaterial.generate()
+    body = b'{"type":"Account.SanctionImposed","data":{"position":"7"}}'
+    headers = signing.headers("msg_x_1", int(time.time()), body, [SigningKey(uuid4(), material)])
+    v1a = next(s[4:] for s in headers["webhook-signature"].split() if s.startswith("v1a,"))
+    env = {**os.environ, "ID": "msg_x_1", "TS": headers["webhook-timestamp"], "SIG": v1a,
+           "PK": material.public_key}  # fmt: skip
+
+    def run(body_bytes: bytes) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "body.json").write_bytes(body_bytes)
+        return subprocess.run(["sh", "-c", script], cwd=tmp_path, env=env,
+                              capture_output=True, text=True)  # fmt: skip
+
+    good = run(body)
+    assert good.returncode == 0 and "Signature Verified Successfully" in good.stdout, good
+    assert run(flip(body, 5)).returncode != 0
