@@ -200,14 +200,17 @@ def subscribe(base: str, token: str, arrivals: dict[int, float], ready: threadin
     query = {"query": "subscription($a: Position) { sanctionEvents(after: $a) { position } }",
              "variables": {"a": "0"}}  # fmt: skip
     headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
-    with httpx.stream("POST", base + "/graphql", json=query, headers=headers,
-                      timeout=None) as response:  # fmt: skip
-        ready.set()
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                item = json.loads(line[6:]).get("data", {}).get("sanctionEvents")
-                if item:
-                    arrivals[int(item["position"])] = time.perf_counter()
+    try:
+        with httpx.stream("POST", base + "/graphql", json=query, headers=headers,
+                          timeout=None) as response:  # fmt: skip
+            ready.set()
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    item = json.loads(line[6:]).get("data", {}).get("sanctionEvents")
+                    if item:
+                        arrivals[int(item["position"])] = time.perf_counter()
+    except httpx.HTTPError:
+        pass  # the server stopped
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -305,12 +308,12 @@ def throughput(args: argparse.Namespace, db: Database, ledger: Ledger, tmp: Path
             stop(deliver)
         finally:
             stop(projector)
-    ceiling = asyncio.run(raw_ceiling(tmp, n=min(args.backlog, 10000)))
     print(f"\n2. deliveries/s of one worker against a receiver answering at once"
           f" ({args.backlog} sanctions over {len(endpoints)} endpoints, from the worker's"
           " start: enqueueing included):")  # fmt: skip
     print(f"   ledger deliver (signed v1 + v1a, state in PostgreSQL): "
-          f"{args.backlog / elapsed:8.0f}/s ({len(got)} received)")  # fmt: skip
+          f"{args.backlog / elapsed:8.0f}/s ({len(got)} received)", flush=True)  # fmt: skip
+    ceiling = asyncio.run(raw_ceiling(tmp, n=min(args.backlog, 10000)))
     print(f"   baseline, unsigned posts from one httpx client, same concurrency: {ceiling:8.0f}/s")
 
 
@@ -326,7 +329,7 @@ def acked_since(db: Database, position: int) -> int:
 async def raw_ceiling(tmp: Path, n: int) -> float:
     with receiver(tmp) as (url, _):
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
+        async with httpx.AsyncClient(limits=limits, trust_env=False, timeout=60) as client:
             gate = asyncio.Semaphore(256)
 
             async def one(i: int) -> None:
@@ -404,6 +407,7 @@ def main(argv: list[str] | None = None) -> None:
                   f" on {os.cpu_count()} cores (a shared machine: figures are from a"
                   " loaded one)")  # fmt: skip
             latency(args, db, ledger, Path(tmp))
+            sys.stdout.flush()
             throughput(args, db, ledger, Path(tmp))
             plan(args, db)
             after = os.getloadavg()

@@ -58,6 +58,7 @@ CONTROL_TYPES = (
 )
 OWNER_TABLES = ["accounts", "posts", "providers"]
 ENQUEUE_SPAN = 5000  # log positions per enqueue step
+CONTROL_SPAN = 20000  # log positions scanned for the endpoints' own events per step
 CACHE_SECONDS = 1.0
 RETENTION_EVERY_S = 60.0
 FAULTS = (psycopg.OperationalError, psycopg.InterfaceError)
@@ -173,12 +174,17 @@ class Deliverer:
 
     # ----- connections and tables ------------------------------------------------------
 
-    async def _connect(self) -> AsyncConnection[Any]:
+    @property
+    def _lock_name(self) -> str:
+        # Each worker's lock connection: counted to share the endpoints out.
+        return f"ledger-deliver-locks:{self.schema}"[:63]
+
+    async def _connect(self, name: str = "ledger-deliver") -> AsyncConnection[Any]:
         conn = await AsyncConnection.connect(
             self.database.conninfo,
             autocommit=True,
             connect_timeout=5,
-            application_name="ledger-deliver",
+            application_name=name,
             row_factory=dict_row,
         )
         await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
@@ -187,7 +193,7 @@ class Deliverer:
 
     async def setup(self) -> None:
         self.conn = await self._connect()
-        self.locks = await self._connect()
+        self.locks = await self._connect(self._lock_name)
         async with self.conn.transaction():
             await self.conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.webhooks'))"
@@ -254,6 +260,9 @@ class Deliverer:
     # ----- 1. claiming endpoints ------------------------------------------------------
 
     async def _claim(self) -> None:
+        """Hold a fair share of the live endpoints: as many as the live endpoints divided
+        by the workers on this schema (the sessions of their lock connections), rounded
+        up; an idle one beyond the share is let go for another worker to take."""
         assert self.conn is not None and self.locks is not None
         rows = await (
             await self.conn.execute(
@@ -261,18 +270,40 @@ class Deliverer:
             )
         ).fetchall()
         live = {r["endpoint_id"] for r in rows}
-        wanted = sorted(live - self.held)
+        counted = await (
+            await self.locks.execute(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = %s",
+                [self._lock_name],
+            )
+        ).fetchone()
+        workers = max(1, int(counted["n"]) if counted else 1)
+        share = -(-len(live) // workers)
+        idle = [e for e in sorted(self.held - live) + sorted(self.held) if self._idle(e)]
+        extra = list(dict.fromkeys(idle))[: max(0, len(self.held) - share)]
+        if extra:
+            await self.locks.execute(
+                "SELECT pg_advisory_unlock(hashtextextended(current_schema() || ':webhook:'"
+                " || id::text, 0)) FROM unnest(%s::uuid[]) AS id",
+                [extra],
+            )
+            self.held -= set(extra)
+        wanted = sorted(live - self.held)[: max(0, share - len(self.held))]
         if wanted:
             found = await (
                 await self.locks.execute(
-                    "SELECT id FROM unnest(%s::uuid[]) AS id"
-                    " WHERE pg_try_advisory_lock(hashtextextended('webhook:' || id::text, 0))",
+                    "SELECT id FROM unnest(%s::uuid[]) AS id WHERE pg_try_advisory_lock("
+                    "hashtextextended(current_schema() || ':webhook:' || id::text, 0))",
                     [wanted],
                 )
             ).fetchall()
             self.held |= {r["id"] for r in found}
         # A lost lock connection fails the next statement, which ends every send.
         await self.locks.execute("SELECT 1")
+
+    def _idle(self, endpoint_id: UUID) -> bool:
+        return not any(e == endpoint_id for e, _ in self.busy) and not any(
+            o.job.endpoint_id == endpoint_id for o in self.done
+        )
 
     # ----- 2. following the log --------------------------------------------------------
 
@@ -306,25 +337,30 @@ class Deliverer:
         return out
 
     async def _apply_control(self) -> None:
+        """The endpoints' own events, read a bounded span of the log at a time: the cursor
+        moves over the span read even when it held none."""
         assert self.conn is not None
         row = await (
             await self.conn.execute(
-                "SELECT position FROM webhook_positions WHERE name = 'control' FOR UPDATE"
+                sql.SQL(
+                    "SELECT position, (SELECT coalesce(max(notification_id), 0) FROM {e}) AS head"
+                    " FROM webhook_positions WHERE name = 'control' FOR UPDATE"
+                ).format(e=self.events_table)
             )
         ).fetchone()
-        after = row["position"] if row else 0
+        if row is None or row["position"] >= row["head"]:
+            return
+        after, upto = row["position"], min(row["head"], row["position"] + CONTROL_SPAN)
         query = sql.SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {e}"
-            " WHERE notification_id > %s AND topic = ANY(%s) ORDER BY notification_id LIMIT 500"
+            " WHERE notification_id > %s AND notification_id <= %s AND topic = ANY(%s)"
+            " ORDER BY notification_id"
         ).format(e=self.events_table)
-        events = await self._events(query, [after, list(CONTROL_TYPES)])
-        for e in events:
+        for e in await self._events(query, [after, upto, list(CONTROL_TYPES)]):
             await self._apply(e)
-        if events:
-            await self.conn.execute(
-                "UPDATE webhook_positions SET position = %s WHERE name = 'control'",
-                [events[-1].position],
-            )
+        await self.conn.execute(
+            "UPDATE webhook_positions SET position = %s WHERE name = 'control'", [upto]
+        )
 
     async def _apply(self, e: LoggedEvent) -> None:
         assert self.conn is not None
