@@ -23,14 +23,14 @@ import email.utils
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
-import httpx
+import aiohttp
 import psycopg
 from eventsourcing.persistence import Notification
 from psycopg import AsyncConnection, sql
@@ -61,6 +61,10 @@ ENQUEUE_SPAN = 5000  # log positions per enqueue step
 CONTROL_SPAN = 20000  # log positions scanned for the endpoints' own events per step
 CACHE_SECONDS = 1.0
 RETENTION_EVERY_S = 60.0
+CLAIM_EVERY_S = 1.0
+# After the first attempt of a round finishes, a moment for others to finish too: each
+# round costs a few statements, whatever it carries.
+GATHER_S = 0.01
 FAULTS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
@@ -139,7 +143,7 @@ def retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def connect_url(target: Target) -> tuple[str, dict[str, str], dict[str, Any]]:
+def connect_url(target: Target) -> tuple[str, dict[str, str], str | None]:
     """The URL with the checked address in place of the name (so the connection goes where
     the check said), the Host header, and the TLS name to verify the certificate against."""
     parts = urlsplit(target.url)
@@ -148,8 +152,7 @@ def connect_url(target: Target) -> tuple[str, dict[str, str], dict[str, Any]]:
     netloc = f"{host}:{parts.port}" if parts.port else host
     url = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
     header_host = parts.netloc.rsplit("@", 1)[-1]
-    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-    return url, {"host": header_host}, extensions
+    return url, {"host": header_host}, target.host if target.scheme == "https" else None
 
 
 class Deliverer:
@@ -167,10 +170,13 @@ class Deliverer:
         self.busy: dict[tuple[UUID, UUID], asyncio.Task[Outcome]] = {}
         self.done: list[Outcome] = []
         self.wake = asyncio.Event()
-        self._targets: dict[str, tuple[float, Target | errors.LedgerError]] = {}
-        self._keys: dict[UUID, tuple[float, list[signing.SigningKey]]] = {}
+        # Lookups shared by concurrent sends, kept a second: URL checks and signing keys.
+        self._targets: dict[str, tuple[float, asyncio.Future[Any]]] = {}
+        self._keys: dict[UUID, tuple[float, asyncio.Future[Any]]] = {}
         self._pruned = 0.0
-        self.client: httpx.AsyncClient | None = None
+        self._claimed = 0.0
+        self._followed = 0.0
+        self.client: aiohttp.ClientSession | None = None
 
     # ----- connections and tables ------------------------------------------------------
 
@@ -216,15 +222,16 @@ class Deliverer:
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.1
-        limits = httpx.Limits(
-            max_connections=self.settings.concurrency,
-            max_keepalive_connections=self.settings.concurrency,
-        )
-        async with httpx.AsyncClient(
-            follow_redirects=False,
+        # No proxies from the environment (trust_env), no cookies kept between receivers;
+        # the addresses are resolved and checked here, not by the connector.
+        connector = aiohttp.TCPConnector(limit=self.settings.concurrency, use_dns_cache=False)
+        async with aiohttp.ClientSession(
+            connector=connector,
             trust_env=False,
-            timeout=self.settings.timeout,
-            limits=limits,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+            skip_auto_headers=["User-Agent"],
+            headers={"user-agent": "compliance-ledger-webhooks/1"},
         ) as self.client:
             while not stop.is_set():
                 try:
@@ -247,11 +254,20 @@ class Deliverer:
         await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         for w in waiters:
             w.cancel()
+        if self.wake.is_set() and not stop.is_set():
+            await asyncio.sleep(GATHER_S)
 
     async def step(self) -> float:
-        """One round; the seconds until the next is due (at most the poll interval)."""
-        await self._claim()
-        await self._follow()
+        """One round; the seconds until the next is due (at most the poll interval). Each
+        round records what finished and sends what is due; claiming runs every second,
+        following the log every poll interval."""
+        now = time.monotonic()
+        if now - self._claimed >= CLAIM_EVERY_S or not self.held:
+            await self._claim()
+            self._claimed = now
+        if now - self._followed >= self.settings.poll:
+            await self._follow()
+            self._followed = now
         await self._record()
         wait = await self._dispatch()
         await self._prune()
@@ -622,28 +638,32 @@ class Deliverer:
         ]
 
     async def _target(self, url: str) -> Target:
-        now = time.monotonic()
-        cached = self._targets.get(url)
-        if cached is None or now - cached[0] > CACHE_SECONDS:
-            try:
-                found: Target | errors.LedgerError = await asyncio.to_thread(check_url, url)
-            except errors.LedgerError as e:
-                found = e
-            cached = self._targets[url] = (now, found)
-        if isinstance(cached[1], errors.LedgerError):
-            raise cached[1]
-        return cached[1]
+        """The URL checked (DNS and the address rules) at most once a second: concurrent
+        sends to one URL share one lookup."""
+        found = await self._cached(self._targets, url, lambda: asyncio.to_thread(check_url, url))
+        return cast(Target, found)
 
     async def _signing_keys(self, endpoint_id: UUID) -> list[signing.SigningKey]:
-        now = time.monotonic()
-        cached = self._keys.get(endpoint_id)
-        if cached is None or now - cached[0] > CACHE_SECONDS:
+        async def read() -> list[signing.SigningKey]:
             found = await asyncio.to_thread(
                 self.ledger.webhook_secrets, endpoint_id, datetime.now(UTC)
             )
-            keys = [signing.SigningKey(k, KeyMaterial.from_bytes(raw)) for k, raw in found]
-            cached = self._keys[endpoint_id] = (now, keys)
-        return cached[1]
+            return [signing.SigningKey(k, KeyMaterial.from_bytes(raw)) for k, raw in found]
+
+        keys = await self._cached(self._keys, endpoint_id, read)
+        return cast(list[signing.SigningKey], keys)
+
+    @staticmethod
+    async def _cached(
+        cache: dict[Any, tuple[float, asyncio.Future[Any]]],
+        key: Any,
+        make: Callable[[], Awaitable[Any]],
+    ) -> Any:
+        now = time.monotonic()
+        held = cache.get(key)
+        if held is None or now - held[0] > CACHE_SECONDS:
+            held = cache[key] = (now, asyncio.ensure_future(make()))
+        return await asyncio.shield(held[1])
 
     async def _send(self, job: Job) -> Outcome:
         started = time.monotonic()
@@ -661,23 +681,28 @@ class Deliverer:
             outcome.error = "no_key"
             return outcome
         outcome.key_ids = [str(k.key_id) for k in keys]
-        url, host, extensions = connect_url(target)
+        url, host, server_hostname = connect_url(target)
         headers = {**signing.headers(job.msg_id, int(time.time()), job.body, keys), **host}
         assert self.client is not None
         try:
-            async with asyncio.timeout(self.settings.timeout):
-                request = self.client.build_request(
-                    "POST", url, content=job.body, headers=headers, extensions=extensions
-                )
-                response = await self.client.send(request, stream=True)
-                await response.aclose()
-            outcome.status = response.status_code
-            outcome.retry_after = retry_after(response.headers.get("retry-after"))
-        except (TimeoutError, httpx.TimeoutException):
+            async with (
+                asyncio.timeout(self.settings.timeout),
+                self.client.post(
+                    url,
+                    data=job.body,
+                    headers=headers,
+                    allow_redirects=False,
+                    server_hostname=server_hostname,
+                ) as response,
+            ):
+                outcome.status = response.status
+                outcome.retry_after = retry_after(response.headers.get("retry-after"))
+        except TimeoutError:
             outcome.error = "timeout"
-        except httpx.ConnectError:
-            outcome.error = "connect_error"
-        except httpx.HTTPError as e:
+        except aiohttp.ClientConnectionError as e:
+            refused = isinstance(e, aiohttp.ClientConnectorError)
+            outcome.error = "connect_error" if refused else type(e).__name__
+        except aiohttp.ClientError as e:
             outcome.error = type(e).__name__
         outcome.latency = time.monotonic() - started
         return outcome
