@@ -11,6 +11,8 @@
   their ids and numbers); pending rows are never dropped.
 - `webhook_attempts`: every attempt (status or error class, latency, key ids), dropped
   after the retention window.
+- `webhook_owners`: which provider owns each account and post, from the events that
+  created them, so the worker needs no read model to know whose an event is.
 - `webhook_counts`: deliveries by outcome and their summed latency, for /metrics.
 
 The pending work is read through a partial index over unacknowledged rows only, so its
@@ -66,6 +68,9 @@ CREATE TABLE IF NOT EXISTS webhook_attempts (
     key_ids text[] NOT NULL);
 CREATE INDEX IF NOT EXISTS webhook_attempts_by_endpoint ON webhook_attempts (endpoint_id, id);
 CREATE INDEX IF NOT EXISTS webhook_attempts_at ON webhook_attempts (at);
+CREATE TABLE IF NOT EXISTS webhook_owners (
+    originator_id uuid PRIMARY KEY,
+    provider_id uuid NOT NULL);
 CREATE TABLE IF NOT EXISTS webhook_counts (
     outcome text PRIMARY KEY,
     n bigint NOT NULL,
@@ -83,16 +88,25 @@ WHERE acked_at IS NULL AND endpoint_id = ANY(%(endpoints)s)
 ORDER BY endpoint_id, originator_id, position
 """
 
+# Who owns each account and post, from the events that created them (followed with the
+# endpoints' own events): the worker needs no read model to know whose an event is.
+OWNERS = """
+INSERT INTO webhook_owners (originator_id, provider_id)
+SELECT originator_id, (convert_from(state, 'UTF8')::json #>> '{{provider_id,_data_}}')::uuid
+FROM {events}
+WHERE notification_id > %(lo)s AND notification_id <= %(hi)s AND topic = ANY(%(types)s)
+ON CONFLICT DO NOTHING
+"""
+
 # The outbox rows for the events in (lo, hi] that an endpoint wants: those of what its
-# provider owns (the owner tables must have reached `hi`), of the types it chose.
+# provider owns (an account, a post, itself), of the types it chose.
 ENQUEUE = """
 WITH ev AS (
     SELECT e.notification_id AS position, e.originator_id, e.originator_version, e.topic,
-           coalesce(a.provider_id, p.provider_id, pr.provider_id) AS provider_id
+           coalesce(o.provider_id, CASE WHEN e.topic LIKE 'Provider.%%'
+                                        THEN e.originator_id END) AS provider_id
     FROM {events} e
-    LEFT JOIN accounts a ON a.account_id = e.originator_id
-    LEFT JOIN posts p ON p.post_id = e.originator_id
-    LEFT JOIN providers pr ON pr.provider_id = e.originator_id
+    LEFT JOIN webhook_owners o ON o.originator_id = e.originator_id
     WHERE e.notification_id > %(lo)s AND e.notification_id <= %(hi)s
 ), todo AS (
     SELECT w.endpoint_id, ev.position, ev.originator_id, ev.originator_version

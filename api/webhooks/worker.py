@@ -5,8 +5,8 @@ Each step:
    released by PostgreSQL when a worker's connection ends, so a killed worker's endpoints
    pass to another at once);
 2. follows the log (one worker at a time): the endpoints' own events into
-   `webhook_endpoints`, then the events they want into the outbox, up to where the owner
-   tables (accounts, posts, providers) have been projected;
+   `webhook_endpoints` and who owns each account and post into `webhook_owners`, then the
+   events the endpoints want into the outbox (no read model is waited for);
 3. records the outcomes of finished attempts, in one transaction;
 4. sends the deliveries whose turn it is: the oldest pending one of each originator, so an
    account's next event waits for the previous acknowledgement while other accounts go on.
@@ -56,7 +56,8 @@ CONTROL_TYPES = (
     "Provider.WebhookDeleted",
     "Provider.WebhookReplayRequested",
 )
-OWNER_TABLES = ["accounts", "posts", "providers"]
+# The events that say which provider owns an account or a post (a provider owns itself).
+OWNER_TYPES = ["Account.Registered", "Post.Published"]
 ENQUEUE_SPAN = 5000  # log positions per enqueue step
 CONTROL_SPAN = 20000  # log positions scanned for the endpoints' own events per step
 CACHE_SECONDS = 1.0
@@ -375,6 +376,10 @@ class Deliverer:
         for e in await self._events(query, [after, upto, list(CONTROL_TYPES)]):
             await self._apply(e)
         await self.conn.execute(
+            sql.SQL(state.OWNERS).format(events=self.events_table),
+            {"lo": after, "hi": upto, "types": OWNER_TYPES},
+        )
+        await self.conn.execute(
             "UPDATE webhook_positions SET position = %s WHERE name = 'control'", [upto]
         )
 
@@ -435,10 +440,9 @@ class Deliverer:
         assert self.conn is not None
         row = await (
             await self.conn.execute(
-                "SELECT (SELECT min(position) FROM projection_positions WHERE name = ANY(%s)"
-                "   HAVING count(*) = %s) AS projected,"
-                " (SELECT min(enqueued) FROM webhook_endpoints WHERE status <> 'deleted') AS lo",
-                [OWNER_TABLES, len(OWNER_TABLES)],
+                "SELECT (SELECT position FROM webhook_positions WHERE name = 'control')"
+                " AS projected,"
+                " (SELECT min(enqueued) FROM webhook_endpoints WHERE status <> 'deleted') AS lo"
             )
         ).fetchone()
         if not row or row["projected"] is None or row["lo"] is None:
