@@ -8,7 +8,8 @@
   originator (the account an order is kept for), its sequence number among that
   originator's deliveries to the endpoint, its `webhook-id`, and, until it is
   acknowledged, when to try next. Acknowledged rows stay (a replay re-sends them with
-  their ids and numbers); pending rows are never dropped.
+  their ids and numbers, and bumps `generation`, so that an answer to an attempt made
+  before the replay does not count for it); pending rows are never dropped.
 - `webhook_attempts`: every attempt (status or error class, latency, key ids), dropped
   after the retention window.
 - `webhook_owners`: which provider owns each account and post, from the events that
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     attempts int NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     acked_at timestamptz,
+    generation int NOT NULL DEFAULT 0,
     PRIMARY KEY (endpoint_id, position));
 CREATE INDEX IF NOT EXISTS webhook_deliveries_by_originator
     ON webhook_deliveries (endpoint_id, originator_id, position);

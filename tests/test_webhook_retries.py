@@ -205,21 +205,23 @@ def test_rotation_signs_with_both_secrets_during_the_grace_period_only(
     endpoint = UUID(str(value["endpoint_id"]))
     old = KeyMaterial.from_bytes(ledger.webhook_secrets(endpoint)[0][1])
     workers.start("deliver")
+    world.sanction(account, "warning")  # the worker is up and delivering before the rotation
+    wait_for(lambda: len(receiver.acked()) == 1, 60, "a delivery before the rotation")
     rotated = world.run(c.RotateWebhookSecret, provider_id=world.provider,
                         endpoint_id=str(endpoint), grace_seconds=8)  # fmt: skip
     ends = time.monotonic() + 8
     new = next(KeyMaterial.from_bytes(raw) for k, raw in ledger.webhook_secrets(endpoint)
                if str(k) == rotated["key_id"])  # fmt: skip
     world.sanction(account, "warning")
-    wait_for(lambda: len(receiver.acked()) == 1, 30, "a delivery in the grace period")
-    during = receiver.acked()[0]
+    wait_for(lambda: len(receiver.acked()) == 2, 30, "a delivery in the grace period")
+    during = receiver.acked()[1]
     assert len(during.headers["webhook-signature"].split()) == 4  # v1 and v1a, twice
     for material in (old, new):
         standardwebhooks.Webhook(material.secret).verify(during.body, during.headers)
     time.sleep(max(0.0, ends - time.monotonic()) + 1.5)  # the worker reads keys each second
     world.sanction(account, "warning")
-    wait_for(lambda: len(receiver.acked()) == 2, 30, "a delivery after the grace period")
-    after = receiver.acked()[1]
+    wait_for(lambda: len(receiver.acked()) == 3, 30, "a delivery after the grace period")
+    after = receiver.acked()[2]
     standardwebhooks.Webhook(new.secret).verify(after.body, after.headers)
     with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
         standardwebhooks.Webhook(old.secret).verify(after.body, after.headers)

@@ -102,6 +102,7 @@ class Job:
     sequence: int
     msg_id: str
     attempts: int
+    generation: int
     url: str
     body: bytes
 
@@ -420,15 +421,15 @@ class Deliverer:
         assert self.conn is not None
         if position is not None:
             await self.conn.execute(
-                "UPDATE webhook_deliveries SET acked_at = NULL, next_attempt_at = now()"
-                " WHERE endpoint_id = %s AND position >= %s AND acked_at IS NOT NULL",
+                "UPDATE webhook_deliveries SET acked_at = NULL, next_attempt_at = now(),"
+                " generation = generation + 1 WHERE endpoint_id = %s AND position >= %s",
                 [endpoint, position],
             )
             return
         await self.conn.execute(
             sql.SQL(
-                "UPDATE webhook_deliveries d SET acked_at = NULL, next_attempt_at = now()"
-                " FROM {e} e WHERE d.endpoint_id = %s AND d.acked_at IS NOT NULL"
+                "UPDATE webhook_deliveries d SET acked_at = NULL, next_attempt_at = now(),"
+                " generation = d.generation + 1 FROM {e} e WHERE d.endpoint_id = %s"
                 " AND e.notification_id = d.position"
                 " AND (convert_from(e.state, 'UTF8')::json #>> '{{timestamp,_data_}}')"
                 "::timestamptz >= %s"
@@ -485,8 +486,8 @@ class Deliverer:
             if acked:
                 await cur.executemany(
                     "UPDATE webhook_deliveries SET acked_at = now(), attempts = attempts + 1"
-                    " WHERE endpoint_id = %s AND position = %s",
-                    [(o.job.endpoint_id, o.job.position) for o in acked],
+                    " WHERE endpoint_id = %s AND position = %s AND generation = %s",
+                    [(o.job.endpoint_id, o.job.position, o.job.generation) for o in acked],
                 )
                 await cur.execute(
                     "UPDATE webhook_endpoints SET failing_since = NULL"
@@ -497,7 +498,7 @@ class Deliverer:
                 await cur.executemany(
                     "UPDATE webhook_deliveries SET attempts = attempts + 1,"
                     " next_attempt_at = now() + make_interval(secs => %s)"
-                    " WHERE endpoint_id = %s AND position = %s",
+                    " WHERE endpoint_id = %s AND position = %s AND generation = %s",
                     [
                         (
                             state.next_delay(
@@ -505,6 +506,7 @@ class Deliverer:
                             ),
                             o.job.endpoint_id,
                             o.job.position,
+                            o.job.generation,
                         )
                         for o in failed
                     ],
@@ -615,8 +617,9 @@ class Deliverer:
         rows = await (
             await self.conn.execute(
                 "SELECT d.endpoint_id, d.position, d.originator_id, d.sequence, d.msg_id,"
-                " d.attempts FROM webhook_deliveries d JOIN unnest(%s::uuid[], %s::bigint[])"
-                " AS h(endpoint_id, position) USING (endpoint_id, position)",
+                " d.attempts, d.generation FROM webhook_deliveries d"
+                " JOIN unnest(%s::uuid[], %s::bigint[]) AS h(endpoint_id, position)"
+                " USING (endpoint_id, position)",
                 [[h["endpoint_id"] for h in heads], [h["position"] for h in heads]],
             )
         ).fetchall()
@@ -635,6 +638,7 @@ class Deliverer:
                 sequence=r["sequence"],
                 msg_id=r["msg_id"],
                 attempts=r["attempts"],
+                generation=r["generation"],
                 url=urls[r["endpoint_id"]],
                 body=payload.body(events[r["position"]], r["sequence"]),
             )
