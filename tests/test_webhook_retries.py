@@ -210,6 +210,7 @@ def test_rotation_signs_with_both_secrets_during_the_grace_period_only(
     rotated = world.run(c.RotateWebhookSecret, provider_id=world.provider,
                         endpoint_id=str(endpoint), grace_seconds=8)  # fmt: skip
     ends = time.monotonic() + 8
+    time.sleep(1.2)  # a worker reads an endpoint's keys at most a second old
     new = next(KeyMaterial.from_bytes(raw) for k, raw in ledger.webhook_secrets(endpoint)
                if str(k) == rotated["key_id"])  # fmt: skip
     world.sanction(account, "warning")

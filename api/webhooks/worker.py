@@ -55,6 +55,7 @@ CONTROL_TYPES = (
     "Provider.WebhookResumed",
     "Provider.WebhookDeleted",
     "Provider.WebhookReplayRequested",
+    "Provider.WebhookSecretRotated",
 )
 # The events that say which provider owns an account or a post (a provider owns itself).
 OWNER_TYPES = ["Account.Registered", "Post.Published"]
@@ -402,7 +403,10 @@ class Deliverer:
             "Resumed": ("status = 'active', paused_reason = NULL, failing_since = NULL", []),
             "Deleted": ("status = 'deleted'", []),
             "ReplayRequested": ("status = status", []),
+            "SecretRotated": ("status = status", []),
         }[kind]
+        if kind == "SecretRotated":  # sign with the new key from now on (other workers:
+            self._keys.pop(UUID(endpoint), None)  # within a second, as their cache ages)
         await self.conn.execute(
             f"UPDATE webhook_endpoints SET {changes[0]}, changed_position = %s"  # type: ignore[arg-type]
             " WHERE endpoint_id = %s",
