@@ -245,3 +245,23 @@ def test_a_name_that_resolves_to_loopback_at_delivery_is_refused(
     wait_for(lambda: len(attempts(database, schema, endpoint)) >= 2, 30, "refused attempts")
     assert {a["error"] for a in attempts(database, schema, endpoint)} == {"url_refused"}
     assert receiver.received == []
+
+
+def test_old_attempts_are_dropped_and_pending_work_never_is(
+    ledger: Ledger, receiver: Receiver, workers: Workers, database: Any, schema: str
+) -> None:
+    failing = [True]
+    receiver.answer = lambda r: (500, {}) if failing[0] else (200, {})
+    world, account, value = setup(ledger, receiver.url)
+    endpoint = str(value["endpoint_id"])
+    first = workers.start("deliver", LEDGER_WEBHOOK_RETRY_SCHEDULE="0,0.2")
+    world.sanction(account, "warning")
+    wait_for(lambda: len(attempts(database, schema, endpoint)) >= 3, 30, "failed attempts")
+    workers.kill(first)
+    with database.connect(schema, autocommit=True) as conn:  # they were made long ago
+        conn.execute("UPDATE webhook_attempts SET at = now() - interval '2 days'")
+    failing[0] = False
+    workers.start("deliver", LEDGER_WEBHOOK_ATTEMPT_RETENTION="86400")
+    wait_for(lambda: len(receiver.acked()) == 1, 30, "the pending delivery, still sent")
+    wait_for(lambda: len(attempts(database, schema, endpoint)) == 1, 30, "old attempts gone")
+    assert attempts(database, schema, endpoint)[0]["status"] == 200

@@ -26,10 +26,11 @@ FIGURES = """
 SELECT 'count' AS kind, outcome AS label, n::float AS value, latency_seconds AS extra
   FROM webhook_counts
 UNION ALL
-SELECT 'pending', d.endpoint_id::text, count(*)::float, extract(epoch FROM now() - min(
-    (convert_from(e.state, 'UTF8')::json #>> '{{timestamp,_data_}}')::timestamptz))
-  FROM webhook_deliveries d JOIN {e} e ON e.notification_id = d.position
-  WHERE d.acked_at IS NULL GROUP BY d.endpoint_id
+SELECT 'pending', p.endpoint_id::text, p.n::float, extract(epoch FROM now() -
+    (convert_from(e.state, 'UTF8')::json #>> '{{timestamp,_data_}}')::timestamptz)
+  FROM (SELECT endpoint_id, count(*) AS n, min(position) AS oldest FROM webhook_deliveries
+        WHERE acked_at IS NULL GROUP BY endpoint_id) p
+  JOIN {e} e ON e.notification_id = p.oldest
 UNION ALL
 SELECT 'paused', NULL, count(*)::float, NULL FROM webhook_endpoints WHERE status = 'paused'
 """

@@ -727,11 +727,14 @@ class Deliverer:
             return
         self._pruned = now
         assert self.conn is not None
-        await self.conn.execute(
-            "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts"
-            " WHERE at < now() - make_interval(secs => %s) LIMIT 10000)",
-            [self.settings.retention],
-        )
+        for _ in range(100):  # a batch per statement, so no transaction grows long
+            cur = await self.conn.execute(
+                "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts"
+                " WHERE at < now() - make_interval(secs => %s) LIMIT 10000)",
+                [self.settings.retention],
+            )
+            if cur.rowcount < 10000:
+                return
 
 
 def deliver_until_stopped(ledger: Ledger, database: Database, stop: asyncio.Event) -> None:
