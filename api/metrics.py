@@ -55,6 +55,7 @@ from strawberry.extensions import SchemaExtension
 from api import auth, collector, logs
 from api.graphql.errors import coded
 from api.state import DATABASE_FAULTS, ApiState, DatabaseUnavailable
+from api.webhooks.metrics import figures as webhook_figures
 
 log = logging.getLogger("ledger.api.metrics")
 
@@ -493,7 +494,9 @@ async def exposition(state: ApiState, accept: str | None = None) -> tuple[bytes,
     else:
         counted = REGISTRY
     everything = CollectorRegistry(auto_describe=False)
-    everything.register(_Collected(counted, await read_side(state), await witness_figures(state)))
+    hooks = await webhook_figures(state)
+    witnesses = await witness_figures(state)
+    everything.register(_Collected(counted, await read_side(state), witnesses, hooks))
     encoder, media_type = choose_encoder(accept or "")
     return encoder(everything), media_type
 

@@ -202,6 +202,13 @@ class Ledger(Application[UUID]):
     appeal_sanction = _CommandMethod(c.AppealSanction)
     decide_appeal = _CommandMethod(c.DecideAppeal)
     disclose_identity = _CommandMethod(c.DiscloseIdentity)
+    register_webhook_endpoint = _CommandMethod(c.RegisterWebhookEndpoint)
+    update_webhook_endpoint = _CommandMethod(c.UpdateWebhookEndpoint)
+    pause_webhook_endpoint = _CommandMethod(c.PauseWebhookEndpoint)
+    resume_webhook_endpoint = _CommandMethod(c.ResumeWebhookEndpoint)
+    delete_webhook_endpoint = _CommandMethod(c.DeleteWebhookEndpoint)
+    rotate_webhook_secret = _CommandMethod(c.RotateWebhookSecret)
+    replay_webhook_endpoint = _CommandMethod(c.ReplayWebhookEndpoint)
 
     def execute(self, command: c.Command) -> CommandResult:
         return self.submit([command])[0]
@@ -362,9 +369,7 @@ class Ledger(Application[UUID]):
         the recordings, member by member."""
         keys = KeyChanges()
         for m in members:
-            keys.new += m.kwargs["keys"].new
-            keys.shred += m.kwargs["keys"].shred
-            keys.read.update(m.kwargs["keys"].read)
+            keys.merge(m.kwargs["keys"])
         # What `save` does, without its per-object protocol checks (`isinstance` against
         # runtime protocols: a tenth of a batch's time): the members' events are
         # collected already, and their aggregates have none pending.
@@ -447,6 +452,18 @@ class Ledger(Application[UUID]):
             last[e.originator_id] = e.type
         erased = [a for a, t in last.items() if t == "Account.IdentityErased"]
         return self.store.delete_keys(erased)
+
+    # ----- webhook endpoints' secrets ------------------------------------------------
+
+    def webhook_secrets(
+        self, endpoint_id: UUID, at: datetime | None = None
+    ) -> list[tuple[UUID, bytes]]:
+        """An endpoint's key material (id, raw bytes), newest first: every key it holds, or
+        those valid at `at` (a rotated key stays valid through its grace period)."""
+        return [
+            (k.key_id, self.vault.unwrap_webhook_key(k))
+            for k in self.store.webhook_keys(endpoint_id, at)
+        ]
 
     # ----- reads ----------------------------------------------------------------------
 

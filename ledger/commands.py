@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from ledger import errors
+from ledger import errors, webhooks
 from ledger.actors import Actor, Role
-from ledger.domain import Account, Post, Provider, ids
+from ledger.domain import EVENT_TYPES, Account, Post, Provider, ids
 from ledger.ruleset import NEWS_SCOPES
 from ledger.text import check_text
 from ledger.unit_of_work import UnitOfWork, require_own
@@ -783,6 +784,246 @@ class RemovePost(_PostCommand):
         return {"post_id": str(post.id)}
 
 
+# ----- webhook endpoints --------------------------------------------------------------
+
+
+def _event_types(value: Any) -> tuple[str, ...]:
+    if value is None or value == ():
+        return webhooks.SANCTION_TYPES
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise errors.InvalidArgument("event_types must be a list of event types")
+    unknown = sorted(set(value) - set(EVENT_TYPES))
+    if unknown:
+        raise errors.InvalidArgument(f"unknown event types {unknown[:10]}", unknown=unknown[:10])
+    return tuple(dict.fromkeys(value))
+
+
+def _new_key(uow: UnitOfWork, endpoint_id: UUID) -> tuple[UUID, str]:
+    """A new signing key for the endpoint, into the key table: its id and public key."""
+    key_id, material = uuid4(), webhooks.KeyMaterial.generate()
+    uow.add_webhook_key(endpoint_id, key_id, material.to_bytes())
+    return key_id, material.public_key
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisterWebhookEndpoint(Command):
+    """Registers an HTTPS endpoint to which the ledger pushes the provider's events as signed
+    webhooks (Standard Webhooks: `v1` HMAC and `v1a` Ed25519), in order per account, retried
+    until acknowledged. The event types default to the sanction events. The URL must resolve
+    to public addresses only. The secret is shown once, in this answer; it never enters an
+    event. A provider registers its own endpoints, a regulator (or the system) any provider's."""
+
+    provider_id: UUID
+    url: str
+    event_types: tuple[str, ...] = ()
+    description: str | None = None
+    roles = frozenset({P, R, S})
+
+    def validate(self) -> None:
+        self._uuid("provider_id")
+        webhooks.parse_url(self.url)
+        self._set("event_types", _event_types(self.event_types))
+        self._text("description", optional=True)
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        provider = uow.provider(self.provider_id)
+        require_own(self.actor, provider.id)
+        webhooks.check_url(self.url)
+        endpoint_id = ids.child_id(provider.id, "webhook", self.actor.id, self.idempotency_key)
+        key_id, public_key = _new_key(uow, endpoint_id)
+        provider.register_webhook(
+            endpoint_id,
+            self.url,
+            list(self.event_types),
+            self.description or "",
+            key_id,
+            public_key,
+            self.actor,
+            uow.now,
+        )
+        return {
+            "provider_id": str(provider.id),
+            "endpoint_id": str(endpoint_id),
+            "key_id": str(key_id),
+            "public_key": public_key,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class _EndpointCommand(Command):
+    provider_id: UUID
+    endpoint_id: UUID
+    roles = frozenset({P, R, S})
+
+    def validate(self) -> None:
+        self._uuid("provider_id")
+        self._uuid("endpoint_id")
+
+    def provider(self, uow: UnitOfWork) -> tuple[Provider, dict[str, Any]]:
+        provider = uow.provider(self.provider_id)
+        require_own(self.actor, provider.id)
+        return provider, provider.endpoint(self.endpoint_id)
+
+    def done(self) -> dict[str, Any]:
+        return {"provider_id": str(self.provider_id), "endpoint_id": str(self.endpoint_id)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateWebhookEndpoint(_EndpointCommand):
+    """Changes an endpoint's URL, event types or description (what is left out stays). A
+    provider updates its own endpoints, a regulator (or the system) any provider's."""
+
+    url: str | None = None
+    event_types: tuple[str, ...] | None = None
+    description: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if self.url is not None:
+            webhooks.parse_url(self.url)
+        if self.event_types is not None:
+            self._set("event_types", _event_types(self.event_types))
+        self._text("description", optional=True)
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        provider, endpoint = self.provider(uow)
+        if self.url is not None:
+            webhooks.check_url(self.url)
+        provider.update_webhook(
+            self.endpoint_id,
+            self.url or endpoint["url"],
+            list(self.event_types or endpoint["event_types"]),
+            endpoint["description"] if self.description is None else self.description,
+            self.actor,
+            uow.now,
+        )
+        return self.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PauseWebhookEndpoint(_EndpointCommand):
+    """Pauses deliveries to an endpoint, with the reason; its pending events wait, none is
+    skipped. A provider pauses its own endpoints, a regulator any; the system pauses one on a
+    410 answer or after it failed for longer than the failure window."""
+
+    reason: str
+
+    def validate(self) -> None:
+        super().validate()
+        self._text("reason")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        provider, endpoint = self.provider(uow)
+        if endpoint["status"] != "active":
+            raise errors.WebhookEndpointState("the endpoint is already paused")
+        provider.pause_webhook(self.endpoint_id, self.reason, self.actor, uow.now)
+        return self.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResumeWebhookEndpoint(_EndpointCommand):
+    """Resumes a paused endpoint: every pending event is delivered, in order per account. A
+    provider resumes its own endpoints, a regulator (or the system) any provider's."""
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        provider, endpoint = self.provider(uow)
+        if endpoint["status"] != "paused":
+            raise errors.WebhookEndpointState("the endpoint is not paused")
+        provider.resume_webhook(self.endpoint_id, self.actor, uow.now)
+        return self.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteWebhookEndpoint(_EndpointCommand):
+    """Deletes an endpoint, with the reason: nothing more is sent to it, and its signing keys
+    are destroyed. A provider deletes its own endpoints, a regulator (or the system) any."""
+
+    reason: str
+
+    def validate(self) -> None:
+        super().validate()
+        self._text("reason")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        provider, _ = self.provider(uow)
+        provider.delete_webhook(self.endpoint_id, self.reason, self.actor, uow.now)
+        uow.shred_webhook_keys(self.endpoint_id)
+        return self.done()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RotateWebhookSecret(_EndpointCommand):
+    """Gives an endpoint a new secret and key pair, shown once in this answer. The previous
+    ones stay valid for the grace period (default 24 hours, at most 7 days), each delivery
+    carrying both signatures. A provider rotates its own, a regulator (or the system) any."""
+
+    grace_seconds: int | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        grace = self.grace_seconds
+        if grace is not None and (
+            not isinstance(grace, int) or isinstance(grace, bool) or not 0 <= grace <= 7 * 86400
+        ):
+            raise errors.InvalidArgument("grace_seconds must be from 0 to 604800")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        provider, _ = self.provider(uow)
+        grace = webhooks.ROTATION_GRACE
+        if self.grace_seconds is not None:
+            grace = timedelta(seconds=self.grace_seconds)
+        until = uow.now + grace
+        uow.retire_webhook_keys(self.endpoint_id, until)
+        key_id, public_key = _new_key(uow, self.endpoint_id)
+        provider.rotate_webhook_secret(
+            self.endpoint_id, key_id, public_key, until, self.actor, uow.now
+        )
+        return {**self.done(), "key_id": str(key_id), "public_key": public_key}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayWebhookEndpoint(_EndpointCommand):
+    """Re-sends an endpoint's deliveries from a log position or from a moment on, each with
+    its original `webhook-id`, in order per account. A provider replays its own endpoints, a
+    regulator (or the system) any provider's."""
+
+    from_position: int | None = None
+    from_time: datetime | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if (self.from_position is None) == (self.from_time is None):
+            raise errors.InvalidArgument("give exactly one of from_position and from_time")
+        if self.from_position is not None:
+            self._count("from_position")
+        if isinstance(self.from_time, str):
+            try:
+                self._set("from_time", datetime.fromisoformat(self.from_time))
+            except ValueError:
+                raise errors.InvalidArgument("from_time must be an ISO 8601 time") from None
+        if self.from_time is not None and (
+            not isinstance(self.from_time, datetime) or self.from_time.tzinfo is None
+        ):
+            raise errors.InvalidArgument("from_time must be a time with a time zone")
+
+    def execute(self, uow: UnitOfWork) -> dict[str, Any]:
+        provider, _ = self.provider(uow)
+        provider.request_webhook_replay(
+            self.endpoint_id, self.from_position, self.from_time, self.actor, uow.now
+        )
+        return self.done()
+
+
+WEBHOOK_COMMANDS: tuple[type[Command], ...] = (
+    RegisterWebhookEndpoint,
+    UpdateWebhookEndpoint,
+    PauseWebhookEndpoint,
+    ResumeWebhookEndpoint,
+    DeleteWebhookEndpoint,
+    RotateWebhookSecret,
+    ReplayWebhookEndpoint,
+)
+
 ALL_COMMANDS: tuple[type[Command], ...] = (
     RegisterProvider,
     RecordQualification,
@@ -805,4 +1046,5 @@ ALL_COMMANDS: tuple[type[Command], ...] = (
     LiftSanction,
     AppealSanction,
     DecideAppeal,
+    *WEBHOOK_COMMANDS,
 )

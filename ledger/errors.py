@@ -206,3 +206,18 @@ class EntryTooLarge(LedgerError):
     """An event that would not fit a log entry (65,535 bytes, C2SP tlog-tiles)."""
 
     code = "ENTRY_TOO_LARGE"
+
+
+class WebhookEndpointNotFound(LedgerError):
+    code = "WEBHOOK_ENDPOINT_NOT_FOUND"
+
+
+class WebhookEndpointState(LedgerError):
+    """The endpoint is not in a state the command applies to (pausing a paused one,
+    resuming an active one, anything on a deleted one)."""
+
+    code = "WEBHOOK_ENDPOINT_STATE"
+
+
+class WebhookUrlRefused(LedgerError):
+    code = "WEBHOOK_URL_REFUSED"

@@ -55,9 +55,29 @@ class KeyChanges:
     new: list[DataKey] = field(default_factory=list)
     shred: list[UUID] = field(default_factory=list)
     read: dict[UUID, UUID] = field(default_factory=dict)  # account id -> key id
+    # Webhook endpoints' signing keys: new ones, endpoints whose current keys stay valid
+    # only until a moment (rotation), endpoints whose keys to destroy (deletion).
+    webhook_new: list[DataKey] = field(default_factory=list)
+    webhook_retire: list[tuple[UUID, datetime]] = field(default_factory=list)
+    webhook_shred: list[UUID] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.new or self.shred or self.read)
+        return bool(
+            self.new
+            or self.shred
+            or self.read
+            or self.webhook_new
+            or self.webhook_retire
+            or self.webhook_shred
+        )
+
+    def merge(self, other: KeyChanges) -> None:
+        self.new += other.new
+        self.shred += other.shred
+        self.read.update(other.read)
+        self.webhook_new += other.webhook_new
+        self.webhook_retire += other.webhook_retire
+        self.webhook_shred += other.webhook_shred
 
 
 @dataclass(frozen=True)
@@ -141,6 +161,25 @@ class LedgerRecorder(PostgresApplicationRecorder):
         self.sql_create_statements.append(
             SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (account_id)").format(
                 i=Identifier(f"{prefix}_identity_keys_account"), t=self.keys_table
+            )
+        )
+        # Webhook endpoints' signing secrets, wrapped by the KEK like the identity keys.
+        # `valid_until` is set when a rotation retires a key (its grace period).
+        self.webhook_keys_table = Identifier(datastore.schema, f"{prefix}_webhook_keys")
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {t} ("
+                " key_id uuid PRIMARY KEY,"
+                " endpoint_id uuid NOT NULL,"
+                " kek_id text NOT NULL,"
+                " wrapped bytea NOT NULL,"
+                " created_at timestamptz NOT NULL DEFAULT now(),"
+                " valid_until timestamptz)"
+            ).format(t=self.webhook_keys_table)
+        )
+        self.sql_create_statements.append(
+            SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (endpoint_id)").format(
+                i=Identifier(f"{prefix}_webhook_keys_endpoint"), t=self.webhook_keys_table
             )
         )
 
@@ -238,6 +277,42 @@ class LedgerRecorder(PostgresApplicationRecorder):
             )
             if len(curs.fetchall()) < len(keys.read):
                 raise errors.IdentityErased("the account's identity was erased")
+        self._change_webhook_keys(curs, keys)
+
+    def _change_webhook_keys(self, curs: Cursor[DictRow], keys: KeyChanges) -> None:
+        t = self.webhook_keys_table
+        for endpoint_id, until in keys.webhook_retire:
+            curs.execute(
+                SQL(
+                    "UPDATE {t} SET valid_until = %s WHERE endpoint_id = %s"
+                    " AND (valid_until IS NULL OR valid_until > %s)"
+                ).format(t=t),
+                [until, endpoint_id, until],
+            )
+        if keys.webhook_shred:
+            curs.execute(
+                SQL("DELETE FROM {t} WHERE endpoint_id = ANY(%s)").format(t=t),
+                [list(keys.webhook_shred)],
+            )
+        if keys.webhook_new:
+            curs.executemany(
+                SQL(
+                    "INSERT INTO {t} (key_id, endpoint_id, kek_id, wrapped) VALUES (%s, %s, %s, %s)"
+                ).format(t=t),
+                [(k.key_id, k.account_id, k.kek_id, k.wrapped) for k in keys.webhook_new],
+            )
+
+    def webhook_keys(self, endpoint_id: UUID, at: datetime | None = None) -> list[DataKey]:
+        """An endpoint's signing keys, newest first: all of them, or those valid at `at`."""
+        rows = self._rows(
+            SQL(
+                "SELECT key_id, endpoint_id AS account_id, kek_id, wrapped FROM {t}"
+                " WHERE endpoint_id = %s AND (%s::timestamptz IS NULL OR valid_until IS NULL"
+                " OR valid_until > %s) ORDER BY created_at DESC, key_id"
+            ).format(t=self.webhook_keys_table),
+            [endpoint_id, at, at],
+        )
+        return [_data_key(r) for r in rows]
 
     def data_keys(self, account_id: UUID) -> list[DataKey]:
         """The data keys of an account (none once its identity was erased)."""

@@ -77,6 +77,16 @@ class UnitOfWork:
         self.keys.new = [k for k in self.keys.new if k.account_id != account_id]
         self.keys.shred.append(account_id)
 
+    def add_webhook_key(self, endpoint_id: UUID, key_id: UUID, material: bytes) -> None:
+        self.keys.webhook_new.append(self.vault.wrap_webhook_key(endpoint_id, key_id, material))
+
+    def retire_webhook_keys(self, endpoint_id: UUID, until: datetime) -> None:
+        self.keys.webhook_retire.append((endpoint_id, until))
+
+    def shred_webhook_keys(self, endpoint_id: UUID) -> None:
+        self.keys.webhook_new = [k for k in self.keys.webhook_new if k.account_id != endpoint_id]
+        self.keys.webhook_shred.append(endpoint_id)
+
     def disclose(self, account_id: UUID, sealed: str) -> None:
         """Open the identity now, before anything is written (a wrong KEK or a corrupt
         key refuses the command), and have the transaction hold its key: an erasure

@@ -58,6 +58,10 @@ def _key_aad(account_id: UUID, key_id: UUID) -> bytes:
     return b"data-key" + account_id.bytes + key_id.bytes
 
 
+def _webhook_aad(endpoint_id: UUID, key_id: UUID) -> bytes:
+    return b"webhook-key" + endpoint_id.bytes + key_id.bytes
+
+
 def key_id_in(sealed: str) -> UUID:
     """The data key a sealed identity names."""
     version, key_id, _ = sealed.split(":", 2)
@@ -143,6 +147,33 @@ class Vault:
             raise errors.IdentityUnreadable(
                 "the data key does not open with its key-encryption key: a wrong KEK or a"
                 " corrupt key row",
+                key_id=str(key.key_id),
+            ) from None
+
+    # ----- webhook endpoints' keys ------------------------------------------------------
+
+    def wrap_webhook_key(self, endpoint_id: UUID, key_id: UUID, material: bytes) -> DataKey:
+        """An endpoint's signing secrets wrapped by the current KEK (`account_id` holds the
+        endpoint's id: the row's owner)."""
+        nonce = secrets.token_bytes(12)
+        aad = _webhook_aad(endpoint_id, key_id)
+        wrapped = self._keks[self.kek_id].encrypt(nonce, material, aad)
+        return DataKey(key_id, endpoint_id, self.kek_id, nonce + wrapped)
+
+    def unwrap_webhook_key(self, key: DataKey) -> bytes:
+        kek = self._keks.get(key.kek_id)
+        if kek is None:
+            raise errors.IdentityUnreadable(
+                f"the webhook key is wrapped by key-encryption key {key.kek_id}, which this"
+                " process does not hold",
+                key_id=str(key.key_id),
+            )
+        aad = _webhook_aad(key.account_id, key.key_id)
+        try:
+            return kek.decrypt(key.wrapped[:12], key.wrapped[12:], aad)
+        except InvalidTag:
+            raise errors.IdentityUnreadable(
+                "the webhook key does not open with its key-encryption key",
                 key_id=str(key.key_id),
             ) from None
 

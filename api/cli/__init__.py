@@ -12,6 +12,7 @@ so a new command touches one of them:
 - tlog: export, audit
 - schema: schema
 - witness: witness (a witness anyone runs; no database)
+- webhooks: deliver, webhooks
 
 common holds what they share (the parser, opening the ledger, the progress bar,
 argument types); errors, how a refusal is worded.
@@ -26,11 +27,22 @@ import traceback
 from collections.abc import Sequence
 
 from api import logs
-from api.cli import data, integrity, keys, read_models, schema, serve, tlog, tokens, witness
+from api.cli import (
+    data,
+    integrity,
+    keys,
+    read_models,
+    schema,
+    serve,
+    tlog,
+    tokens,
+    webhooks,
+    witness,
+)
 from api.cli.common import Parser, fail
 from api.cli.errors import check_environment, describe
 
-GROUPS = (data, read_models, serve, tokens, keys, integrity, tlog, schema, witness)
+GROUPS = (data, read_models, serve, tokens, keys, integrity, tlog, schema, witness, webhooks)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ from api.graphql.scalars import Position
 from ledger import commands as c
 from ledger import errors
 from ledger.actors import Role
+from ledger.webhooks import KeyMaterial
 
 Ctx = Info[Context, None]
 
@@ -74,6 +75,17 @@ class CommandSuccess:
     sanction_id: strawberry.ID | None = None
     report_id: strawberry.ID | None = None
     expires_at: datetime | None = None
+    endpoint_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The webhook endpoint registered or acted on."
+    )
+    public_key: str | None = strawberry.field(
+        default=None, description="The endpoint's Ed25519 public key (`whpk_…`, scheme v1a)."
+    )
+    secret: str | None = strawberry.field(
+        default=None,
+        description="The endpoint's new `whsec_` secret (scheme v1): shown only in the answer"
+        " to its registration or rotation (and to a retry of it under the same key).",
+    )
     result: JSON
 
 
@@ -85,7 +97,8 @@ class BatchSuccess:
 ERRORS = (InvalidInput, NotFound, NotPermitted, RuleViolation, Conflict, Unavailable)
 _INVALID = {
     "INVALID_ARGUMENT", "UNKNOWN_RULE", "NO_RULE_CITED", "UNKNOWN_SANCTION_LEVEL",
-    "DURATION_NOT_ALLOWED", "UNKNOWN_AGREEMENT", "BASELINES_INCOMPLETE", "ENTRY_TOO_LARGE",
+    "WEBHOOK_URL_REFUSED", "DURATION_NOT_ALLOWED", "UNKNOWN_AGREEMENT", "BASELINES_INCOMPLETE",
+    "ENTRY_TOO_LARGE",
 }  # fmt: skip
 _CONFLICT = {"CONFLICT", "IDEMPOTENCY_KEY_REUSED", "ALREADY_EXISTS"}
 
@@ -138,8 +151,22 @@ def success(result: Any) -> CommandSuccess:
         sanction_id=ident("sanction_id"),
         report_id=ident("report_id"),
         expires_at=datetime.fromisoformat(expires) if expires else None,
+        endpoint_id=ident("endpoint_id"),
+        public_key=value.get("public_key"),
         result=value,
     )
+
+
+def with_secret(answer: CommandSuccess, result: Any, context: Context) -> CommandSuccess:
+    """Registration and rotation answer with the new secret, read back from the key table
+    (the idempotency record keeps only the key's id)."""
+    key_id, endpoint_id = result.value.get("key_id"), result.value.get("endpoint_id")
+    if key_id is None or endpoint_id is None:
+        return answer
+    for found, raw in context.state.ledger.webhook_secrets(UUID(endpoint_id)):
+        if str(found) == key_id:
+            answer.secret = KeyMaterial.from_bytes(raw).secret
+    return answer
 
 
 # ----- inputs generated from the commands ---------------------------------------------
@@ -196,9 +223,11 @@ def _mutation(command: type[c.Command]) -> Any:
         try:
             cmd = build_command(command, input, idempotency_key, context)
             result = await context.state.blocking(context.state.ledger.execute, cmd)
+            if "key_id" not in result.value:
+                return success(result)
+            return await context.state.blocking(with_secret, success(result), result, context)
         except errors.LedgerError as e:
             return error_payload(e, context.who().role)
-        return success(result)
 
     resolve.__annotations__ = {
         "info": Ctx,
@@ -248,9 +277,15 @@ async def submit_batch(info: Ctx, commands: list[BatchCommand]) -> BatchResult: 
                 e.batch_index = index
                 raise
         results = await context.state.blocking(context.state.ledger.submit, built)
+        answers = [
+            await context.state.blocking(with_secret, success(r), r, context)
+            if "key_id" in r.value
+            else success(r)
+            for r in results
+        ]
     except errors.LedgerError as e:
         return error_payload(e, context.who().role)
-    return BatchSuccess(results=[success(r) for r in results])
+    return BatchSuccess(results=answers)
 
 
 def mutation_type() -> type:

@@ -37,6 +37,7 @@ from api.graphql.mutations import Mutation
 from api.graphql.queries import Query
 from api.graphql.scalars import POSITION_SCALAR, Position
 from api.graphql.subscriptions import Subscription
+from api.graphql.webhooks import WebhookQuery
 
 log = logging.getLogger("ledger.api")
 MAX_DEPTH = 10
@@ -104,7 +105,7 @@ def build_schema(introspection: bool | None = None) -> strawberry.Schema:
     if not introspection:
         extensions.append(DisableIntrospection)
     return LedgerSchema(
-        query=merge_types("Query", (Query, IntegrityQuery, DisclosureQuery)),
+        query=merge_types("Query", (Query, IntegrityQuery, DisclosureQuery, WebhookQuery)),
         mutation=merge_types("Mutation", (Mutation, DisclosureMutation)),
         subscription=Subscription,
         extensions=extensions,
