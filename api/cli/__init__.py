@@ -6,6 +6,7 @@ so a new command touches one of them:
 - data: demo, events, account, summary, import
 - read_models: init, project, rebuild, status
 - serve: serve
+- relay: relay (JetStream), relay creds
 - tokens: token
 - keys: keys
 - integrity: seal, verify, verify-proof
@@ -24,11 +25,11 @@ import traceback
 from collections.abc import Sequence
 
 from api import logs
-from api.cli import data, integrity, keys, read_models, schema, serve, tokens
+from api.cli import data, integrity, keys, read_models, relay, schema, serve, tokens
 from api.cli.common import Parser, fail
 from api.cli.errors import check_environment, describe
 
-GROUPS = (data, read_models, serve, tokens, keys, integrity, schema)
+GROUPS = (data, read_models, serve, relay, tokens, keys, integrity, schema)
 
 
 def build_parser() -> argparse.ArgumentParser:
