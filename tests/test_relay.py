@@ -5,60 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import nats
 import pytest
+from nats.js.api import StreamConfig
 
 from api.relay.relay import Relay
 from ledger import Database, Ledger
 from projections.runner import Projector
 from projections.sealer import Sealer
 from tests.nats_server import NatsServer
+from tests.relay_helpers import STREAM, assert_stream_equals_log, read_stream
 from tests.world import World
-
-STREAM = "LEDGER"
-
-
-@dataclass(frozen=True)
-class Stored:
-    seq: int
-    subject: str
-    headers: dict[str, str]
-    data: bytes
 
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     with NatsServer(tmp_path / "nats") as server:
         yield server
-
-
-def read_stream(url: str, stream: str = STREAM) -> list[Stored]:
-    """Every message of the stream, in sequence order, through an ordered consumer."""
-
-    async def read() -> list[Stored]:
-        nc = await nats.connect(url)
-        try:
-            js = nc.jetstream()
-            last = (await js.stream_info(stream)).state.last_seq
-            found: list[Stored] = []
-            if last == 0:
-                return found
-            sub = await js.subscribe("ledger.>", stream=stream, ordered_consumer=True)
-            while len(found) < last:
-                m = await sub.next_msg(timeout=10)
-                assert m.metadata.sequence.stream == len(found) + 1
-                found.append(Stored(m.metadata.sequence.stream, m.subject, dict(m.headers or {}),
-                                    m.data))  # fmt: skip
-            await sub.unsubscribe()
-            return found
-        finally:
-            await nc.close()
-
-    return asyncio.run(read())
 
 
 def relay_once(ledger: Ledger, database: Database, url: str) -> None:
@@ -108,3 +75,38 @@ def test_events_reach_their_subjects_with_their_headers(
             shown["position"], shown["type"]) == (e.position, e.type)  # fmt: skip
     sealed = [s for s in stored if "Ledger-Sealed-Tree-Size" in s.headers]
     assert sealed and len(sealed) < len(stored)  # the last sanction came after the head
+
+
+def test_a_checkpoint_lost_past_the_duplicate_window_yields_no_duplicate(
+    ledger: Ledger, database: Database, projector: Projector, reader: object,
+    nats_server: NatsServer,
+) -> None:  # fmt: skip
+    """The stream's messages were acknowledged but the checkpoint went back (a database
+    restored from a backup, a commit lost): once the server's duplicate window has passed,
+    only the reconciliation with the stream's last message keeps out duplicates."""
+    asyncio.run(create_stream(nats_server.url, duplicate_window=0.5))
+    world = World(ledger)
+    for _ in range(3):
+        world.sanction(world.account(), "warning")
+    projector.catch_up()
+    relay_once(ledger, database, nats_server.url)
+    before = read_stream(nats_server.url)
+    with database.connect(projector.schema, autocommit=True) as conn:
+        conn.execute("UPDATE relay_positions SET position = 0, sequence = 0")
+    time.sleep(1.0)  # past the window: the server would store a re-publish
+    world.sanction(world.account(), "warning")
+    projector.catch_up()
+    relay_once(ledger, database, nats_server.url)
+    assert_stream_equals_log(nats_server.url, ledger)
+    assert len(read_stream(nats_server.url)) > len(before)
+    with database.connect(projector.schema, autocommit=True) as conn:
+        row = conn.execute("SELECT reconciled, duplicates FROM relay_positions").fetchone()
+    assert row == (len(before), 0)
+
+
+async def create_stream(url: str, duplicate_window: float) -> None:
+    nc = await nats.connect(url)
+    await nc.jetstream().add_stream(
+        StreamConfig(name=STREAM, subjects=["ledger.>"], duplicate_window=duplicate_window)
+    )
+    await nc.close()
