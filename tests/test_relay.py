@@ -5,20 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import nats
 import pytest
 from nats.js.api import StreamConfig
 
+from api.relay.body import SELECTION
 from api.relay.relay import Relay
 from ledger import Database, Ledger
 from projections.runner import Projector
 from projections.sealer import Sealer
+from tests.api_server import ApiServer
 from tests.nats_server import NatsServer
-from tests.relay_helpers import STREAM, assert_stream_equals_log, read_stream
+from tests.relay_helpers import (
+    STREAM,
+    assert_stream_equals_log,
+    env,
+    ledger_process,
+    read_stream,
+    wait_for_stream,
+)
+from tests.test_subscription_fanout import LARGE, hostile_sanction
 from tests.world import World
 
 
@@ -110,3 +122,67 @@ async def create_stream(url: str, duplicate_window: float) -> None:
         StreamConfig(name=STREAM, subjects=["ledger.>"], duplicate_window=duplicate_window)
     )
     await nc.close()
+
+
+def test_hostile_events_are_relayed_byte_for_byte_as_the_api_serves_them(
+    server: ApiServer, ledger: Ledger, database: Database, schema: str, data_dir: Path,
+    nats_server: NatsServer,
+) -> None:  # fmt: skip
+    world = World(ledger)
+    account = world.account()
+    after = ledger.head()
+    for text in ("nul \x00 here", "marker-surrogate", "marker-large"):
+        hostile_sanction(world, account, text)
+    with database.connect(schema, autocommit=True) as conn:
+        for marker, text in (("marker-surrogate", "lone \\ud800 surrogate"),
+                             ("marker-large", LARGE)):  # fmt: skip
+            conn.execute(
+                "UPDATE ledger_events SET state = convert_to(replace(convert_from(state,"
+                " 'UTF8'), %s, %s), 'UTF8')",
+                (marker, text),
+            )
+    world.sanction(account, "warning")  # after them: the relay goes on
+    logs = data_dir / "relay.log"
+    relay = ledger_process(env(database, schema, data_dir, nats_server.url), "relay", log=logs)
+    try:
+        wait_for_stream(nats_server.url, len(list(ledger.read_log())))
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        relay.wait(30)
+    stored = {int(s.headers["Ledger-Position"]): s for s in read_stream(nats_server.url)}
+    frames = asyncio.run(sse_events(server, after, 4))
+    assert len(frames) == 4
+    for frame in frames:
+        position = json.loads(frame)["data"]["events"]["position"]
+        body = stored[int(position)].data
+        assert frame.encode() == b'{"data":{"events":' + body + b"}}"
+        assert "Ledger-Payload-Omitted" not in stored[int(position)].headers
+    bodies = b"".join(stored[int(json.loads(f)["data"]["events"]["position"])].data for f in frames)
+    for escaped in (b"\\u0000", b"\\ud800", LARGE.encode()):
+        assert escaped in bodies
+    assert "Traceback" not in logs.read_text()
+
+
+async def sse_events(server: ApiServer, after: int, count: int) -> list[str]:
+    """The `data` of the first `count` events of an `events` subscription over SSE."""
+    query = f"subscription($after: Position) {{ events(after: $after) {{ {SELECTION} }} }}"
+    token = server.token("regulator")
+    found: list[str] = []
+    async with httpx.AsyncClient(timeout=30) as client:
+        request = client.build_request(
+            "POST", server.url, json={"query": query, "variables": {"after": str(after)}},
+            headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
+        )  # fmt: skip
+        response = await client.send(request, stream=True)
+        buffered = b""
+        async for chunk in response.aiter_raw():
+            buffered += chunk
+            *events, buffered = buffered.split(b"\n\n")
+            for event in events:
+                for line in event.decode().split("\n"):
+                    if line.startswith("data: "):
+                        found.append(line[len("data: "):])
+            if len(found) >= count:
+                break
+        await response.aclose()
+    return found[:count]
