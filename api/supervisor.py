@@ -1,4 +1,5 @@
-"""`ledger serve`'s background workers (the projector, the sealer) as child processes, so
+"""`ledger serve`'s background workers (the projector, the sealer, and with `--relay` the
+JetStream relay) as child processes, so
 that the API processes only serve: a worker's CPU never contends for an API process's GIL.
 
 Each child is restarted when it exits, after a backoff that doubles from half a second to
@@ -28,10 +29,13 @@ MAX_BACKOFF_S = 30.0
 HEALTHY_AFTER_S = 60.0
 STOP_TIMEOUT_S = 10.0
 WORKERS = ("projector", "sealer")
+RELAY = "relay"
 PR_SET_PDEATHSIG = 1
 
 
 def worker_command(name: str) -> list[str]:
+    if name == RELAY:
+        return [sys.executable, "-m", "api.cli", "relay"]
     return [sys.executable, "-m", "api.cli", "project", "--only", name]
 
 

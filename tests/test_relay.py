@@ -20,7 +20,8 @@ from api.relay.relay import Relay
 from ledger import Database, Ledger
 from projections.runner import Projector
 from projections.sealer import Sealer
-from tests.api_server import ApiServer
+from tests.api_server import ApiServer, free_port
+from tests.cold import ColdProcess
 from tests.nats_server import NatsServer
 from tests.relay_helpers import (
     STREAM,
@@ -186,3 +187,26 @@ async def sse_events(server: ApiServer, after: int, count: int) -> list[str]:
                 break
         await response.aclose()
     return found[:count]
+
+
+def test_serve_runs_the_relay_and_status_and_metrics_show_it(
+    cold: ColdProcess, ledger: Ledger, nats_server: NatsServer
+) -> None:
+    world = World(ledger)
+    world.sanction(world.account(), "warning")
+    cold.env["LEDGER_NATS_URL"] = nats_server.url
+    with cold.serve(free_port(), "--relay") as url:
+        count = len(list(ledger.read_log()))
+        wait_for_stream(nats_server.url, count)
+        head = ledger.head()
+        deadline = time.monotonic() + 10
+        while f'ledger_relay_position{{stream="LEDGER"}} {head}.0' not in (
+            text := httpx.get(url.replace("/graphql", "/metrics")).text
+        ):
+            assert time.monotonic() < deadline, text[-3000:]
+            time.sleep(0.2)
+        assert 'ledger_relay_lag_events{stream="LEDGER"} 0.0' in text
+        assert f'ledger_relay_publishes{{stream="LEDGER"}} {count}.0' in text
+        status = cold.cli("status")
+    assert "relay LEDGER" in status.stdout and f"{count} published" in status.stdout, status
+    assert_stream_equals_log(nats_server.url, ledger)
