@@ -182,7 +182,7 @@ async def sse_events(server: ApiServer, after: int, count: int) -> list[str]:
             for event in events:
                 for line in event.decode().split("\n"):
                     if line.startswith("data: "):
-                        found.append(line[len("data: "):])
+                        found.append(line[len("data: ") :])
             if len(found) >= count:
                 break
         await response.aclose()

@@ -94,8 +94,11 @@ def test_each_provider_reads_its_own_subjects_only(
         "mismatched filter": "refused", "pull acme's consumer": "refused",
         "acme's inbox": [],
     }  # fmt: skip
-    for subject in ("Subscription to \"ledger.acme.>\"", "Subscription to \"_INBOX_acme.>\"",
-                    "Publish to \"$JS.API.CONSUMER.MSG.NEXT.LEDGER.acme~main\""):
+    for subject in (
+        'Subscription to "ledger.acme.>"',
+        'Subscription to "_INBOX_acme.>"',
+        'Publish to "$JS.API.CONSUMER.MSG.NEXT.LEDGER.acme~main"',
+    ):
         wanted = f"permissions violation for {subject}".lower()
         assert any(wanted in e.lower() for e in errors), errors
     # ... while its own consumer works.

@@ -9,8 +9,10 @@ subscriber reads inside `{"data":{"events":...}}`."""
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import cast
 
 from graphql import get_operation_ast, parse
+from graphql.execution.values import VariableValues
 
 from api.graphql.compiler.events import Renderer, renderer
 from api.graphql.compiler.plan import select
@@ -42,7 +44,7 @@ def _renderer() -> Renderer:
     operation = get_operation_ast(document)
     root = compiled.subscription_type
     assert operation is not None and root is not None
-    (field,) = select(compiled, document, operation, {}, root)
+    (field,) = select(compiled, document, operation, cast(VariableValues, {}), root)
     return renderer(field, root)
 
 

@@ -16,6 +16,7 @@ window, and keeps it in log order whatever a reconnection re-sends or loses."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -263,7 +264,9 @@ class Relay:
         events = [LoggedEvent.from_notification(n, mapper.to_domain_event(n)) for n in page]
         codes = checkpoint.owners(conn, list({e.originator_id for e in events}))
         sealed = checkpoint.sealed_sizes(conn, [e.position for e in events])
-        return [self._message(e, codes.get(e.originator_id), sealed.get(e.position)) for e in events]
+        return [
+            self._message(e, codes.get(e.originator_id), sealed.get(e.position)) for e in events
+        ]
 
     def _message(self, event: LoggedEvent, code: str | None, sealed: int | None) -> Message:
         data = body.body(event)
@@ -303,9 +306,11 @@ class Relay:
         else:
             if error is not None:
                 error = PublishFailed(f"publishing stopped: {one_line(error)}")
-        return done, Progress(
-            published, duplicates, progress.reconciled, progress.stream_bytes
-        ), error
+        return (
+            done,
+            Progress(published, duplicates, progress.reconciled, progress.stream_bytes),
+            error,
+        )
 
     # ----- following, rebuilding, checking -------------------------------------------
 
@@ -367,10 +372,8 @@ class Relay:
         conn = self.conn
         try:  # hold the checkpoint: no relay publishes while the stream is replaced
             await asyncio.to_thread(checkpoint.lock, conn, self.stream)
-            try:
+            with contextlib.suppress(NotFoundError):
                 await self.js.delete_stream(self.stream)
-            except NotFoundError:
-                pass
             await self._create_stream()
             await asyncio.to_thread(checkpoint.reset, conn, self.stream)
             await asyncio.to_thread(conn.commit)
@@ -476,17 +479,13 @@ def _describe(ack: PubAck | BaseException) -> str:
 
 
 def _rollback(conn: psycopg.Connection[Any]) -> None:
-    try:
+    with contextlib.suppress(psycopg.Error):  # a broken connection: follow() makes anew
         conn.rollback()
-    except psycopg.Error:
-        pass  # a broken connection: follow() makes a new one
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
 
 
 async def _log_error(e: Exception) -> None:
