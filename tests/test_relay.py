@@ -210,3 +210,27 @@ def test_serve_runs_the_relay_and_status_and_metrics_show_it(
         status = cold.cli("status")
     assert "relay LEDGER" in status.stdout and f"{count} published" in status.stdout, status
     assert_stream_equals_log(nats_server.url, ledger)
+
+
+def test_an_event_larger_than_the_server_takes_goes_without_its_payload(
+    ledger: Ledger, database: Database, projector: Projector, schema: str, tmp_path: Path
+) -> None:
+    world = World(ledger)
+    account = world.account()
+    hostile_sanction(world, account, "marker-large")
+    with database.connect(schema, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE ledger_events SET state = convert_to(replace(convert_from(state,"
+            " 'UTF8'), 'marker-large', %s), 'UTF8')",
+            (LARGE,),
+        )
+    world.sanction(account, "warning")
+    projector.catch_up()
+    with NatsServer(tmp_path / "small", max_payload="900KB") as small:
+        relay_once(ledger, database, small.url)
+        stored = assert_stream_equals_log(small.url, ledger)
+    large = [s for s in stored if "Ledger-Payload-Omitted" in s.headers]
+    assert len(large) == 1 and int(large[0].headers["Ledger-Payload-Omitted"]) > len(LARGE)
+    shown = json.loads(large[0].data)
+    assert shown["payload"] is None and shown["type"] == "Account.SanctionImposed"
+    assert json.loads(stored[-1].data)["payload"]["reason"] == "breach"

@@ -10,6 +10,7 @@ know (a dead letter): `ledger._.Post.Published`. An empty code is `%`."""
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 PREFIX = "ledger"
 UNKNOWN = "_"
@@ -28,6 +29,7 @@ def token(text: str) -> str:
     return "".join(out)
 
 
+@lru_cache(maxsize=4096)  # a few providers and event types: computed once each
 def subject(provider_code: str | None, event_type: str) -> str:
     """The subject of an event of `event_type` ("Account.SanctionImposed") about what the
     provider of `provider_code` owns (None: not known)."""
