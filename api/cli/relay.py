@@ -9,9 +9,13 @@ import os
 import signal
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from api.cli.common import Parser, Subparsers, end_progress, open_database_and_ledger, progress_bar
 from api.cli.errors import CliError
+
+if TYPE_CHECKING:  # nats-py is imported only when a relay runs
+    from api.relay.relay import Relay
 
 log = logging.getLogger("ledger")
 
@@ -50,33 +54,25 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
     logging.getLogger("ledger").setLevel(logging.INFO)
     with open_database_and_ledger() as (database, ledger):
-        relay = Relay(ledger, database)
-        if args.rebuild:
-            relay = Relay(ledger, database, page_size=20_000, window=8_000)
-            return asyncio.run(_rebuild(relay))
+        if args.rebuild:  # bulk: larger pages and window
+            return asyncio.run(_rebuild(Relay(ledger, database, page_size=20_000, window=8_000)))
         if args.check:
-            return asyncio.run(_check(relay))
-        asyncio.run(_follow(relay))
+            return asyncio.run(_check(Relay(ledger, database)))
+        asyncio.run(_follow(Relay(ledger, database)))
     return 0
 
 
-async def _follow(relay: object) -> None:
-    from api.relay.relay import Relay
-
-    assert isinstance(relay, Relay)
+async def _follow(relay: Relay) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("relay: %s into stream %s at %s", "the log", relay.stream, relay.url)
+    log.info("relay: the log into stream %s at %s", relay.stream, relay.url)
     await relay.follow(stop, lambda: log.info("relay: caught up; following the log"))
     log.info("relay: stopped")
 
 
-async def _rebuild(relay: object) -> int:
-    from api.relay.relay import Relay
-
-    assert isinstance(relay, Relay)
+async def _rebuild(relay: Relay) -> int:
     try:
         events = await relay.rebuild(lambda at, head: progress_bar(at, head, "events"))
         end_progress()
@@ -86,12 +82,9 @@ async def _rebuild(relay: object) -> int:
         await relay.close()
 
 
-async def _check(relay: object) -> int:
+async def _check(relay: Relay) -> int:
     from nats.errors import Error as NatsError
 
-    from api.relay.relay import Relay
-
-    assert isinstance(relay, Relay)
     try:
         found = await relay.compare()
     except (NatsError, OSError) as e:
