@@ -95,7 +95,7 @@ async def rendered(relay: Relay) -> tuple[list[Message], float]:
     await relay.open()
     messages: list[Message] = []
     started = time.perf_counter()
-    while page := relay._expected(messages[-1].position if messages else 0):
+    while page := relay.expected(messages[-1].position if messages else 0):
         messages += page
     return messages, time.perf_counter() - started
 

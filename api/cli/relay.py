@@ -85,8 +85,10 @@ async def _rebuild(relay: Relay) -> int:
 async def _check(relay: Relay) -> int:
     from nats.errors import Error as NatsError
 
+    from api.relay.check import compare
+
     try:
-        found = await relay.compare()
+        found = await compare(relay)
     except (NatsError, OSError) as e:
         raise CliError(f"cannot read stream {relay.stream} at {relay.url}: {e}") from None
     finally:

@@ -80,20 +80,6 @@ class Message:
     headers: dict[str, str]
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """A stream checked against the log."""
-
-    matched: int
-    stream_messages: int
-    log_events: int
-    first_difference: str | None
-
-    @property
-    def equal(self) -> bool:
-        return self.first_difference is None and self.stream_messages == self.log_events
-
-
 class Relay:
     def __init__(
         self,
@@ -312,7 +298,7 @@ class Relay:
             error,
         )
 
-    # ----- following, rebuilding, checking -------------------------------------------
+    # ----- following and rebuilding ------------------------------------------------
 
     async def follow(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
         """Relay until `stop` is set; recover from lost connections with backoff."""
@@ -401,58 +387,13 @@ class Relay:
         conn.rollback()
         return int(row[0]) if row else 0
 
-    async def compare(self) -> Comparison:
-        """The stream against the log: message for event, in order (subject, position
-        and body; the sealed size may have come since)."""
-        await self.open()
-        info = await self.js.stream_info(self.stream)
-        last = info.state.last_seq
-        sub = await self.js.subscribe(f"{PREFIX}.>", stream=self.stream, ordered_consumer=True)
-        matched, after, difference = 0, 0, None
-        try:
-            while matched < last and difference is None:
-                expected = await asyncio.to_thread(self._expected, after)
-                if not expected:
-                    break
-                for want in expected:
-                    if matched == last:
-                        break
-                    got = await sub.next_msg(timeout=ACK_TIMEOUT_S)
-                    difference = _difference(want, got.subject, got.data, got.headers or {})
-                    if difference is not None:
-                        break
-                    matched += 1
-                    after = want.position
-        finally:
-            await sub.unsubscribe()
-        events = await asyncio.to_thread(self._log_size)
-        return Comparison(matched, last, events, difference)
-
-    def _expected(self, after: int) -> list[Message]:
+    def expected(self, after: int) -> list[Message]:
+        """The messages of the events after `after` as the relay would publish them now
+        (a page; the read side's lag aside)."""
         try:
             return self._messages(self.conn, after, owned=False)
         finally:
             self.conn.rollback()
-
-    def _log_size(self) -> int:
-        conn = self.conn
-        try:
-            query = sql.SQL("SELECT count(*) FROM {}").format(self.events_table)
-            row = conn.execute(query).fetchone()
-        finally:
-            conn.rollback()
-        return int(row[0]) if row else 0
-
-
-def _difference(want: Message, subject_: str, data: bytes, headers: dict[str, str]) -> str | None:
-    got = headers.get(body.POSITION)
-    if got != str(want.position):
-        return f"position {want.position}: the stream has position {got} in its place"
-    if subject_ != want.subject:
-        return f"position {want.position}: subject {subject_!r}, not {want.subject!r}"
-    if data != want.body:
-        return f"position {want.position}: the body differs from the log's event"
-    return None
 
 
 async def _acks(futures: list[asyncio.Future[PubAck]]) -> list[PubAck | BaseException]:
