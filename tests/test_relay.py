@@ -18,6 +18,7 @@ from nats.js.api import StreamConfig
 from api.relay.body import SELECTION
 from api.relay.relay import Relay
 from ledger import Database, Ledger
+from ledger import commands as c
 from projections.runner import Projector
 from projections.sealer import Sealer
 from tests.api_server import ApiServer, free_port
@@ -32,7 +33,7 @@ from tests.relay_helpers import (
     wait_for_stream,
 )
 from tests.test_subscription_fanout import LARGE, hostile_sanction
-from tests.world import World
+from tests.world import REGULATOR, World
 
 
 @pytest.fixture
@@ -234,3 +235,25 @@ def test_an_event_larger_than_the_server_takes_goes_without_its_payload(
     shown = json.loads(large[0].data)
     assert shown["payload"] is None and shown["type"] == "Account.SanctionImposed"
     assert json.loads(stored[-1].data)["payload"]["reason"] == "breach"
+
+
+def test_provider_codes_become_single_subject_tokens(
+    ledger: Ledger, database: Database, projector: Projector, nats_server: NatsServer
+) -> None:
+    world = World(ledger)
+    codes = {
+        "tencent.qq": "tencent%2Eqq",
+        "微信": "%E5%BE%AE%E4%BF%A1",
+        "_under": "%5Funder",
+        "a b*>": "a%20b%2A%3E",
+        "%": "%25",
+    }
+    for code in codes:
+        world.run(c.RegisterProvider, REGULATOR, code=code, name=code, licence_ref="L")
+    projector.catch_up()
+    relay_once(ledger, database, nats_server.url)
+    subjects = {json.loads(s.data)["payload"].get("code"): s.subject
+                for s in read_stream(nats_server.url)}  # fmt: skip
+    for code, token in codes.items():
+        assert subjects[code] == f"ledger.{token}.Provider.Registered"
+        assert len(subjects[code].split(".")) == 4
