@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from psycopg import sql
+
 from api.auth import create_token, revoke_token
 from api.relay.relay import Message, Relay
 from bench import fanout
@@ -285,6 +287,9 @@ def run_side(
 
 def consumers(args: argparse.Namespace, db: Database, tmp: Path) -> list[Side]:
     prepare(db, fanout.SCHEMA, 100)
+    with db.connect() as conn:  # each run's nats-server is new: so is the relay's stream
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
+            sql.Identifier(fanout.SCHEMA, "relay_positions")))  # fmt: skip
     with db.connect() as conn:
         token_id, token = create_token(conn, fanout.SCHEMA, "regulator", None, "bench-relay")
     sides = []
@@ -302,10 +307,10 @@ def consumers(args: argparse.Namespace, db: Database, tmp: Path) -> list[Side]:
 # ----- the report -------------------------------------------------------------------------
 
 
-def report(found: dict[str, Any], sides: list[Side], load: tuple[float, float]) -> None:
+def report_throughput(found: dict[str, Any], load: float) -> None:
     rates = found["rates"]
     median = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"\nJetStream relay; load average {load[0]:.2f} at start, {load[1]:.2f} at end"
+    print(f"\nJetStream relay; load average {load:.2f} at start"
           " (a 2-core machine shared with other work: figures are noisy)")  # fmt: skip
     print(f"\n1. throughput, {found['events']} events (the demo log), medians of "
           f"{len(rates['relay'])} (min-max)")  # fmt: skip
@@ -314,7 +319,10 @@ def report(found: dict[str, Any], sides: list[Side], load: tuple[float, float]) 
                        ("ledger relay --rebuild", "relay")):  # fmt: skip
         v = rates[key]
         print(f"  {label:<44}{median[key]:>10.0f} events/s  ({min(v):.0f}-{max(v):.0f})"
-              f"{median[key] / median['raw']:>7.2f}x raw")  # fmt: skip
+              f"{median[key] / median['raw']:>7.2f}x raw", flush=True)  # fmt: skip
+
+
+def report_sides(sides: list[Side], load: tuple[float, float]) -> None:
     print(f"\n2. {sides[0].rate if sides else 0:.0f} sanctions/s to each side's subscribers")
     print(f"  {'side':<34}{'p50 ms':>8}{'p99 ms':>8}{'PG cores':>10}{'ledger cores':>14}"
           "  missing/doubled")  # fmt: skip
@@ -325,6 +333,7 @@ def report(found: dict[str, Any], sides: list[Side], load: tuple[float, float]) 
               f"  {s.missing}/{s.doubled}")  # fmt: skip
         for error in s.errors:
             print(f"    error: {error}")
+    print(f"load average {load[0]:.2f} at start, {load[1]:.2f} at end")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -352,13 +361,11 @@ def main(argv: list[str] | None = None) -> None:
     load_at_start = os.getloadavg()[0]
     with Database() as db, tempfile.TemporaryDirectory(prefix="ledger-bench-relay-") as name:
         tmp = Path(name)
-        found = (
-            throughput(args, db, tmp)
-            if args.skip != "throughput"
-            else {"events": 0, "rates": {"render": [1], "raw": [1], "relay": [1]}}
-        )
-        sides = consumers(args, db, tmp) if args.skip != "consumers" else []
-    report(found, sides, (load_at_start, os.getloadavg()[0]))
+        if args.skip != "throughput":
+            report_throughput(throughput(args, db, tmp), load_at_start)
+        if args.skip != "consumers":
+            load = os.getloadavg()[0]
+            report_sides(consumers(args, db, tmp), (load, os.getloadavg()[0]))
 
 
 if __name__ == "__main__":

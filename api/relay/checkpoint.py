@@ -102,7 +102,7 @@ def owners_ready(conn: Connection[Any]) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def owners(conn: Connection[Any], ids: list[UUID]) -> dict[UUID, str]:
+def owners(conn: Connection[Any], ids: list[UUID | str]) -> dict[UUID | str, str]:
     """The provider code of each originator the read side knows."""
     rows = conn.execute(OWNERS, {"ids": ids}).fetchall()
     return {r[0]: r[1] for r in rows}

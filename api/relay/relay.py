@@ -238,17 +238,23 @@ class Relay:
         return await self.js.add_stream(config)
 
     def _messages(self, conn: psycopg.Connection[Any], after: int, owned: bool) -> list[Message]:
-        """The messages of the events after `after`, up to where the read side knows who
-        owns them (`owned`), a page at most."""
-        limit = self.page_size
+        """The messages of a page of events after `after`. With `owned`, the page ends
+        before the first event whose owner the read side does not know yet: a provider,
+        account or post it has not applied the creation of. An owner never changes, so
+        the events about known ones (most: an account's sanctions come long after its
+        registration) go out without waiting for the projector to reach them."""
+        page = log_page(conn, self.events_table, after, self.page_size)
+        codes = checkpoint.owners(conn, list({n.originator_id for n in page}))
         if owned:
-            limit = min(limit, checkpoint.owners_ready(conn) - after)
-        if limit <= 0:
+            ready = checkpoint.owners_ready(conn)
+            for i, n in enumerate(page):
+                if n.originator_id not in codes and n.id > ready:
+                    page = page[:i]
+                    break
+        if not page:
             return []
-        page = log_page(conn, self.events_table, after, limit)
         mapper = self.ledger.mapper
         events = [LoggedEvent.from_notification(n, mapper.to_domain_event(n)) for n in page]
-        codes = checkpoint.owners(conn, list({e.originator_id for e in events}))
         sealed = checkpoint.sealed_sizes(conn, [e.position for e in events])
         return [
             self._message(e, codes.get(e.originator_id), sealed.get(e.position)) for e in events
@@ -344,12 +350,9 @@ class Relay:
             pass
 
     def _owners_behind(self) -> bool:
-        conn = self.conn
-        try:
-            ready = checkpoint.owners_ready(conn)
-            return ready < self.ledger.head()
-        finally:
-            conn.rollback()
+        """Whether events wait for the read side to learn their owner (the step that
+        came back empty left the log ahead of the checkpoint)."""
+        return self._position() < self.ledger.head()
 
     async def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Delete the stream, create it anew and relay the log from position zero into
