@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,3 +259,15 @@ def test_provider_codes_become_single_subject_tokens(
     for code, token in codes.items():
         assert subjects[code] == f"ledger.{token}.Provider.Registered"
         assert len(subjects[code].split(".")) == 4
+
+
+def test_nothing_imports_nats_py_unless_a_relay_runs() -> None:
+    code = (
+        "import sys, api.app, api.cli, api.metrics, api.serve, api.supervisor\n"
+        "from api.cli import build_parser\n"
+        "build_parser().parse_args(['relay', 'creds', '--provider', 'x'])\n"
+        "assert 'nats' not in sys.modules, sorted(m for m in sys.modules if 'nats' in m)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).parent.parent)  # fmt: skip
+    assert done.returncode == 0, done.stderr
