@@ -4,12 +4,14 @@
    path (read, decode, render, publish with a window of async publishes, checkpoint)
    against raw nats-py async publishing of the same subjects, bodies and headers, rendered
    beforehand (`nats bench`-style, from Python). Medians of `--repeats`.
-2. Commit -> consumer latency at `--rate` sanctions/s (default 200) with `--subscribers`
-   consumers (default 1,000): NATS subscribers fed by `ledger serve --relay`, against
-   GraphQL subscribers of `ledger serve` (bench.fanout's client: graphql-transport-ws, 10
-   subscriptions a connection). And the CPU, in cores over the writing window, of the
-   ledger's PostgreSQL primary (the postmaster and its backends) and of `ledger serve`
-   with its child processes (projector, sealer, relay).
+2. NATS subscribers fed by `ledger serve --relay`, against GraphQL subscribers of
+   `ledger serve` (bench.fanout's client: graphql-transport-ws, 10 subscriptions a
+   connection), at two points: commit -> subscriber latency at `--rate` sanctions/s
+   (default 200) with `--latency-subscribers` (default 10), and at `--subscribers`
+   (default 1,000) and `--fanout-rate` (default 20: 20,000 deliveries a second, what one
+   Python client process keeps up with), the CPU, in cores over the writing window, of
+   the ledger's PostgreSQL primary (the postmaster and its backends) and of `ledger
+   serve` with its child processes (projector, sealer, relay).
 
 Each side runs a fresh nats-server (JetStream, own port, temporary store) and a fresh
 `ledger serve --workers 1`. The subscriber processes run on the same machine.
@@ -219,6 +221,7 @@ def postmaster(db: Database) -> int:
 @dataclass(frozen=True)
 class Side:
     name: str
+    subscribers: int
     rate: float
     p50: float
     p99: float
@@ -230,8 +233,9 @@ class Side:
 
 
 def run_side(
-    args: argparse.Namespace, db: Database, tmp: Path, token: str, side: str, url: str
-) -> Side:
+    args: argparse.Namespace, db: Database, tmp: Path, token: str, side: str, url: str,
+    subscribers: int,
+) -> Side:  # fmt: skip
     port = free_port()
     relay = ["--relay"] if side == "relay" else []
     command = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1",
@@ -252,9 +256,10 @@ def run_side(
             client = ["-m", "bench.fanout", "--client", ws, "--per-connection", "10"]
         child = subprocess.Popen(
             [sys.executable, *(["-m", "bench.relay"] if side == "relay" else []), *client,
-             "--after", after, "--subscribers", str(args.subscribers)],
+             "--after", after, "--subscribers", str(subscribers)],
             cwd=ROOT, env=dict(os.environ, BENCH_FANOUT_TOKEN=token),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stderr=(tmp / f"client-{side}-{subscribers}.log").open("w"),
         )  # fmt: skip
         assert child.stdin is not None and child.stdout is not None
         lines = lines_of(child.stdout)
@@ -281,7 +286,7 @@ def run_side(
         ledger.close()
         server.stop()
     latencies = result["latencies"] or [float("nan")]
-    return Side(side, rate, quantile(latencies, 50), quantile(latencies, 99), pg_cores,
+    return Side(side, subscribers, rate, quantile(latencies, 50), quantile(latencies, 99), pg_cores,
                 ledger_cores, result["missing"], result["doubled"], result["errors"])  # fmt: skip
 
 
@@ -294,10 +299,13 @@ def consumers(args: argparse.Namespace, db: Database, tmp: Path) -> list[Side]:
         token_id, token = create_token(conn, fanout.SCHEMA, "regulator", None, "bench-relay")
     sides = []
     try:
-        for side in ("relay", "graphql"):
-            log(f"consumers: {args.subscribers} {side} subscribers at {args.rate:g}/s")
-            with nats_server(tmp) as url:
-                sides.append(run_side(args, db, tmp, token, side, url))
+        points = ((args.latency_subscribers, args.rate), (args.subscribers, args.fanout_rate))
+        for subscribers, rate in points:
+            for side in ("relay", "graphql"):
+                log(f"consumers: {subscribers} {side} subscribers at {rate:g}/s")
+                paced = argparse.Namespace(**{**vars(args), "rate": rate})
+                with nats_server(tmp) as url:
+                    sides.append(run_side(paced, db, tmp, token, side, url, subscribers))
     finally:
         with db.connect() as conn:
             revoke_token(conn, fanout.SCHEMA, token_id)
@@ -323,12 +331,13 @@ def report_throughput(found: dict[str, Any], load: float) -> None:
 
 
 def report_sides(sides: list[Side], load: tuple[float, float]) -> None:
-    print(f"\n2. {sides[0].rate if sides else 0:.0f} sanctions/s to each side's subscribers")
-    print(f"  {'side':<34}{'p50 ms':>8}{'p99 ms':>8}{'PG cores':>10}{'ledger cores':>14}"
-          "  missing/doubled")  # fmt: skip
+    print("\n2. commit -> subscriber latency, and CPU in cores over the writing window")
+    print(f"  {'side':<34}{'subs':>6}{'writes/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'PG cores':>10}"
+          f"{'ledger cores':>14}  missing/doubled")  # fmt: skip
     for s in sides:
         label = {"relay": "NATS via ledger serve --relay", "graphql": "GraphQL subscriptions"}
-        print(f"  {label[s.name]:<34}{s.p50 * 1000:>8.1f}{s.p99 * 1000:>8.1f}"
+        print(f"  {label[s.name]:<34}{s.subscribers:>6}{s.rate:>9.1f}"
+              f"{s.p50 * 1000:>8.1f}{s.p99 * 1000:>8.1f}"
               f"{s.postgres_cores:>10.2f}{s.ledger_cores:>14.2f}"
               f"  {s.missing}/{s.doubled}")  # fmt: skip
         for error in s.errors:
@@ -346,8 +355,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accounts", type=int, default=3000,
                         help="demo accounts for the throughput log (default 3000)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=200, help="sanctions a second")
+    parser.add_argument("--subscribers", type=int, default=1000,
+                        help="subscribers of the CPU point (default 1000)")  # fmt: skip
+    parser.add_argument("--fanout-rate", type=float, default=20,
+                        help="sanctions a second at the CPU point (default 20)")  # fmt: skip
+    parser.add_argument("--latency-subscribers", type=int, default=10,
+                        help="subscribers of the latency point (default 10)")  # fmt: skip
+    parser.add_argument("--rate", type=float, default=200,
+                        help="sanctions a second at the latency point (default 200)")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=15, help="seconds of writes")
     parser.add_argument("--skip", choices=("throughput", "consumers"), help=argparse.SUPPRESS)
     parser.add_argument("--nats-client", metavar="URL", help=argparse.SUPPRESS)
