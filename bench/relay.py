@@ -292,9 +292,6 @@ def run_side(
 
 def consumers(args: argparse.Namespace, db: Database, tmp: Path) -> list[Side]:
     prepare(db, fanout.SCHEMA, 100)
-    with db.connect() as conn:  # each run's nats-server is new: so is the relay's stream
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
-            sql.Identifier(fanout.SCHEMA, "relay_positions")))  # fmt: skip
     with db.connect() as conn:
         token_id, token = create_token(conn, fanout.SCHEMA, "regulator", None, "bench-relay")
     sides = []
@@ -304,8 +301,12 @@ def consumers(args: argparse.Namespace, db: Database, tmp: Path) -> list[Side]:
             for side in ("relay", "graphql"):
                 log(f"consumers: {subscribers} {side} subscribers at {rate:g}/s")
                 paced = argparse.Namespace(**{**vars(args), "rate": rate})
+                with db.connect() as conn:  # each nats-server is new: so is the stream
+                    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
+                        sql.Identifier(fanout.SCHEMA, "relay_positions")))  # fmt: skip
                 with nats_server(tmp) as url:
                     sides.append(run_side(paced, db, tmp, token, side, url, subscribers))
+                log(f"  {sides[-1]}")
     finally:
         with db.connect() as conn:
             revoke_token(conn, fanout.SCHEMA, token_id)
