@@ -473,6 +473,38 @@ async def witness_figures(state: ApiState) -> list[Metric]:
     return [cosigned, lag, lag_seconds]
 
 
+RELAY_SIDE = (
+    "SELECT r.stream, r.position, r.publishes, r.duplicates, r.reconciled, r.stream_bytes,"
+    " (SELECT coalesce(max(notification_id), 0) FROM {e}) AS head FROM relay_positions r"
+)
+RELAY_FIGURES = (
+    ("position", "ledger_relay_position", "The last log position the relay put in its stream."),
+    ("lag", "ledger_relay_lag_events", "Events of the log not yet in the relay's stream."),
+    ("publishes", "ledger_relay_publishes", "Messages the stream stored (counted since it began)."),
+    ("duplicates", "ledger_relay_duplicates",
+     "Re-publishes the server dropped as duplicates (Nats-Msg-Id)."),
+    ("reconciled", "ledger_relay_reconciled",
+     "Messages found stored but not checkpointed, adopted on reconciling (never re-sent)."),
+    ("stream_bytes", "ledger_relay_stream_bytes", "The stream's size in bytes, last seen."),
+)  # fmt: skip
+
+
+async def relay_side(state: ApiState) -> list[Metric]:
+    """Each JetStream relay's figures, from its checkpoint row (none before one runs)."""
+    query = sql.SQL(RELAY_SIDE).format(e=state.ledger.store.events_table)
+    try:
+        rows = await asyncio.wait_for(state.health_fetch(query), SCRAPE_TIMEOUT_SECONDS)
+    except (psycopg.errors.UndefinedTable, TimeoutError, DatabaseUnavailable, *DATABASE_FAULTS):
+        return []
+    families = {k: GaugeMetricFamily(name, text, labels=["stream"]) for k, name, text in
+                RELAY_FIGURES}  # fmt: skip
+    for row in rows:
+        row = {**row, "lag": max(0, row["head"] - row["position"])}
+        for key, family in families.items():
+            family.add_metric([row["stream"]], row[key])
+    return list(families.values())
+
+
 class _Collected:
     """Figures from several sources, as one collector."""
 
@@ -496,7 +528,8 @@ async def exposition(state: ApiState, accept: str | None = None) -> tuple[bytes,
     everything = CollectorRegistry(auto_describe=False)
     hooks = await webhook_figures(state)
     witnesses = await witness_figures(state)
-    everything.register(_Collected(counted, await read_side(state), witnesses, hooks))
+    relays = await relay_side(state)
+    everything.register(_Collected(counted, await read_side(state), witnesses, hooks, relays))
     encoder, media_type = choose_encoder(accept or "")
     return encoder(everything), media_type
 

@@ -14,7 +14,7 @@ import uvicorn
 from api import logs, metrics
 from api.app import create_app
 from api.front import Front
-from api.supervisor import Supervisor, die_with_parent
+from api.supervisor import RELAY, Supervisor, configured_workers, die_with_parent
 from ledger.application import Ledger
 from ledger.database import Database
 
@@ -33,7 +33,12 @@ def app_from_environment() -> Front:
 
 
 def serve(
-    host: str, port: int, workers: int, with_projector: bool, metrics_parent: str | None = None
+    host: str,
+    port: int,
+    workers: int,
+    with_projector: bool,
+    metrics_parent: str | None = None,
+    with_relay: bool = False,
 ) -> None:
     # Several workers share their figures through files: set up before any starts.
     metrics_dir = metrics.multiprocess_dir(workers, metrics_parent)
@@ -44,8 +49,11 @@ def serve(
         # without its atexit hooks would otherwise keep it running after the server).
         os.environ["LEDGER_DATABASE_URL"] = database.conninfo
     ledger = Ledger.open(database)
-    # The projector and the sealer run as child processes: the API processes only serve.
-    supervisor = Supervisor.for_workers().start() if with_projector else None
+    # The projector, the sealer, the deliverer (the witnessing worker, the relay) run as child
+    # processes: the API processes only serve.
+    workers_run = configured_workers() if with_projector else ()
+    children = [*workers_run, *((RELAY,) if with_relay else ())]
+    supervisor = Supervisor.for_workers(children).start() if children else None
     # Every worker logs as this process does (LEDGER_LOG_FORMAT, the level set), and
     # writes its own access lines instead of uvicorn's, which would show query strings.
     options: dict[str, Any] = {

@@ -1,6 +1,7 @@
-"""`ledger serve`'s background workers (the projector, the sealer, the webhook deliverer, and
-with `LEDGER_WITNESSES` set the witnessing worker) as child processes, so that the API
-processes only serve: a worker's CPU never contends for an API process's GIL.
+"""`ledger serve`'s background workers (the projector, the sealer, the webhook deliverer, with
+`LEDGER_WITNESSES` set the witnessing worker, and with `--relay` the JetStream relay) as child
+processes, so that the API processes only serve: a worker's CPU never contends for an API
+process's GIL.
 
 Each child is restarted when it exits, after a backoff that doubles from half a second to
 half a minute and starts again once a child has run for a minute. A child asks the kernel
@@ -30,6 +31,7 @@ HEALTHY_AFTER_S = 60.0
 STOP_TIMEOUT_S = 10.0
 WORKERS = ("projector", "sealer", "deliver")
 WITNESSING = "witnesses"
+RELAY = "relay"
 PR_SET_PDEATHSIG = 1
 
 
@@ -42,6 +44,8 @@ def configured_workers() -> tuple[str, ...]:
 def worker_command(name: str) -> list[str]:
     if name == "deliver":  # the webhook delivery worker
         return [sys.executable, "-m", "api.cli", "deliver"]
+    if name == RELAY:
+        return [sys.executable, "-m", "api.cli", "relay"]
     return [sys.executable, "-m", "api.cli", "project", "--only", name]
 
 

@@ -204,7 +204,11 @@ def test_compose_file_follows_the_compose_specification() -> None:
 def test_compose_services_are_pinned_restarted_and_keep_secrets_in_files() -> None:
     document = compose()
     services = document["services"]
-    assert set(services) == {"postgres", "init", "api", "projector"}
+    assert set(services) == {"postgres", "init", "api", "projector", "nats", "relay"}
+    # NATS and the relay only with `--profile relay`, the NATS image pinned.
+    assert services["nats"]["profiles"] == services["relay"]["profiles"] == ["relay"]
+    assert re.fullmatch(r"nats:\d+\.\d+\.\d+(-\w+)?", services["nats"]["image"])
+    assert services["relay"]["command"] == ["ledger", "relay"]
     for name, service in services.items():
         assert service.get("restart") in ("on-failure", "unless-stopped"), name
         assert "container_name" not in service, f"{name}: a fixed name prevents --scale"
@@ -229,7 +233,7 @@ def test_compose_services_are_pinned_restarted_and_keep_secrets_in_files() -> No
     (port,) = services["api"]["ports"]
     assert re.fullmatch(r"127\.0\.0\.1:(\d+)-(\d+):8000", port), port
     # The ledger's processes read the KEK as <LEDGER_DATA_DIR>/cipher.key, a secret.
-    for name in ("init", "api", "projector"):
+    for name in ("init", "api", "projector", "relay"):
         env = services[name]["environment"]
         targets = {s["target"] for s in services[name]["secrets"]}
         assert env["LEDGER_DATA_DIR"] == "/run/secrets" and "cipher.key" in targets, name

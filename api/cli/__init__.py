@@ -6,6 +6,7 @@ so a new command touches one of them:
 - data: demo, events, account, summary, import
 - read_models: init, project, rebuild, status
 - serve: serve
+- relay: relay (JetStream), relay creds
 - tokens: token
 - keys: keys
 - integrity: seal, verify, verify-proof
@@ -32,6 +33,7 @@ from api.cli import (
     integrity,
     keys,
     read_models,
+    relay,
     schema,
     serve,
     tlog,
@@ -42,7 +44,9 @@ from api.cli import (
 from api.cli.common import Parser, fail
 from api.cli.errors import check_environment, describe
 
-GROUPS = (data, read_models, serve, tokens, keys, integrity, tlog, schema, witness, webhooks)
+GROUPS = (
+    data, read_models, serve, relay, tokens, keys, integrity, tlog, schema, witness, webhooks,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -142,6 +142,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from api.relay.checkpoint import status as relay_status
     from projections.positions import status
 
     with open_database_and_ledger() as (database, ledger), database.connect() as conn:
@@ -149,6 +150,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             rows = status(conn, schema_of(ledger), ledger.store.events_table)
         except psycopg.errors.UndefinedTable:
             raise CliError("no projections yet: run `ledger project` or `ledger rebuild`") from None
+        conn.rollback()
+        relays = relay_status(conn, schema_of(ledger), ledger.store.events_table)
         head = ledger.head()
         print(f"log head: {head}")
         print(
@@ -158,6 +161,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(
                 f"  {r.name:<16} {r.position:>10} {r.lag_events:>11} {r.lag_seconds:>9.1f}"
                 f" {r.failures:>7}"
+            )
+        for relay in relays:
+            print(
+                f"  {'relay ' + relay.stream:<16} {relay.position:>10} {relay.lag_events:>11}"
+                f" {'':>9} {'':>7}  ({relay.publishes} published, {relay.duplicates}"
+                f" duplicates dropped, stream {relay.stream_bytes} bytes)"
             )
     unhealthy = [r.name for r in rows if not r.healthy]
     if unhealthy:

@@ -32,6 +32,11 @@ def register(sub: Subparsers[Parser]) -> None:
         action="store_true",
         help="start no projector and sealer child processes (run `ledger project` apart)",
     )
+    serve.add_argument(
+        "--relay",
+        action="store_true",
+        help="also run `ledger relay` (NATS JetStream, LEDGER_NATS_URL) as a child process",
+    )
     serve.add_argument("--demo-token", action="store_true", help="print a new regulator token")
     serve.set_defaults(run=cmd_serve)
 
@@ -83,5 +88,6 @@ Try:
     -d '{{"query": "{{ providers {{ code accounts shareVerified openReports }} }}"}}'
 """)
     workers = args.workers or default_workers()
-    serve(args.host, args.port, workers, not args.no_projector, metrics_parent=metrics_parent)
+    serve(args.host, args.port, workers, not args.no_projector, metrics_parent=metrics_parent,
+          with_relay=args.relay)  # fmt: skip
     return 0
