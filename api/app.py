@@ -1,5 +1,5 @@
 """The Starlette application: GraphQL at /graphql (HTTP and graphql-transport-ws),
-/healthz and /readyz."""
+/healthz, /readyz and the console's static files at /console."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from api.cache import ResponseCache
 from api.graphql.compiler.cost import CostLimit
 from api.graphql.errors import UNAVAILABLE
 from api.graphql.schema import build_schema
+from api.console import ConsoleFiles, to_console
 from api.health import HealthLine
 from api.http import GRAPHIQL_DIR, GraphQLHttp
 from api.live import Broadcaster
@@ -254,6 +255,8 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
             Route("/metrics", metrics.endpoint(state)),
             Route("/graphql", MinPosition(cache if cache_on else http, state)),
             WebSocketRoute("/graphql", WebSocketGraphQL(schema, state)),
+            Route("/console", to_console),
+            Mount("/console", ConsoleFiles(), name="console"),
             # GraphiQL's page (GET /graphql from a browser) loads its assets from here.
             *(
                 [Mount("/graphiql", StaticFiles(directory=GRAPHIQL_DIR), name="graphiql")]

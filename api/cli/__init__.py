@@ -10,6 +10,7 @@ so a new command touches one of them:
 - keys: keys
 - integrity: seal, verify, verify-proof
 - schema: schema
+- statements: statements-of-reasons
 
 common holds what they share (the parser, opening the ledger, the progress bar,
 argument types); errors, how a refusal is worded.
@@ -24,11 +25,11 @@ import traceback
 from collections.abc import Sequence
 
 from api import logs
-from api.cli import data, integrity, keys, read_models, schema, serve, tokens
+from api.cli import data, integrity, keys, read_models, schema, serve, statements, tokens
 from api.cli.common import Parser, fail
 from api.cli.errors import check_environment, describe
 
-GROUPS = (data, read_models, serve, tokens, keys, integrity, schema)
+GROUPS = (data, read_models, serve, tokens, keys, integrity, schema, statements)
 
 
 def build_parser() -> argparse.ArgumentParser:
