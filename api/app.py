@@ -25,10 +25,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api import collector, metrics
 from api.admission import RETRY_HEADERS, Overloaded, refusal_body
 from api.cache import ResponseCache
+from api.console import ConsoleFiles, to_console
 from api.graphql.compiler.cost import CostLimit
 from api.graphql.errors import UNAVAILABLE
 from api.graphql.schema import build_schema
-from api.console import ConsoleFiles, to_console
 from api.health import HealthLine
 from api.http import GRAPHIQL_DIR, GraphQLHttp
 from api.live import Broadcaster

@@ -16,7 +16,7 @@ const page = (filter) => async (after) => {
   const c = (await query(SANCTIONS, { filter: filter(), first: 50, after })).sanctions;
   return { rows: c.edges.map((e) => e.node), pageInfo: c.pageInfo };
 };
-const accountLink = { key: "accountId", label: "Account", render: (s) => h("a", { href: `#/account/${s.accountId}` }, "open") , csv: (s) => s.accountId };
+const accountLink = { key: "accountId", label: "Account", render: (s) => h("a", { href: `#/account/${s.accountId}`, class: "mono" }, s.accountId), csv: (s) => s.accountId };
 
 function choice(id, label, options) {
   return h("label", { for: id }, label, h("select", { id }, h("option", { value: "" }, "any"), options.map((o) => h("option", { value: o }, o))));
