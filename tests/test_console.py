@@ -26,10 +26,12 @@ import httpx
 import psycopg
 import pytest
 
+from api.auth import create_token
 from api.console import CONSOLE_DIR
 from ledger import Database, Ledger
 from ledger import commands as c
-from tests.api_server import ApiServer, running_api
+from tests.api_server import ApiServer, free_port, running_api
+from tests.cold import ColdProcess
 from tests.conftest import Clock
 from tests.dsa_statements import problems
 from tests.graphiql.browser import Browser, chromium_path
@@ -592,3 +594,26 @@ def test_the_command_line_prints_the_same_statements(
     refused(ledger_cli("statements-of-reasons", "--provider", "nosuch", env=env), "nosuch")
     refused(ledger_cli("statements-of-reasons", "--since", "yesterday", env=env), "--since")
 
+
+
+def test_ledger_serve_serves_the_console_from_a_new_process(
+    ledger: Ledger, database: Database, schema: str, cold: ColdProcess, clock: Clock
+) -> None:
+    scene = build_scene(ledger, clock)
+    with database.connect() as conn:
+        token = create_token(conn, schema, "provider", scene.world.provider, "cold")[1]
+    for _ in range(2):  # a first server, then a second after it stopped
+        with cold.serve(free_port()) as url:
+            root = url.removesuffix("/graphql")
+            page = httpx.get(root + "/console/")
+            assert page.status_code == 200 and "app.js" in page.text
+            assert "script-src 'self'" in page.headers["content-security-policy"]
+            assert httpx.get(root + "/console/verify.js").status_code == 200
+            answer = httpx.post(url, json={"query": "{ viewer { role providerId }"
+                                " trends(weeks: 1) { accountsByStatus { key count } } }"},
+                                headers={"Authorization": f"Bearer {token}"}).json()  # fmt: skip
+            assert answer["data"]["viewer"] == {"role": "provider",
+                                                "providerId": str(scene.world.provider)}  # fmt: skip
+            now = {x["key"]: x["count"] for x in answer["data"]["trends"]["accountsByStatus"]}
+            assert now == {"active": 3, "closed": 1, "updates_suspended": 0,
+                           "publishing_restricted": 0}  # the real clock: the restriction lapsed
