@@ -593,6 +593,9 @@ def test_the_command_line_prints_the_same_statements(
     assert later.returncode == 0 and later.stdout == ""
     refused(ledger_cli("statements-of-reasons", "--provider", "nosuch", env=env), "nosuch")
     refused(ledger_cli("statements-of-reasons", "--since", "yesterday", env=env), "--since")
+    refused(ledger_cli("statements-of-reasons", "--provider", "x" * 300, env=env), "--provider")
+    undecodable = ledger_cli("statements-of-reasons", "--provider", "\udcff", env=env)
+    refused(undecodable, "--provider")  # a byte that is not UTF-8: a lone surrogate
 
 
 

@@ -17,11 +17,19 @@ def register(sub: Subparsers[Parser]) -> None:
         "statements-of-reasons",
         help="print each sanction as a DSA statement of reasons (JSON lines, no personal data)",
     )
-    cmd.add_argument("--provider", metavar="CODE", help="only this provider's sanctions")
+    cmd.add_argument(
+        "--provider", type=_code, metavar="CODE", help="only this provider's sanctions"
+    )
     cmd.add_argument(
         "--since", type=_since, metavar="DATE", help="only sanctions imposed on or after (UTC)"
     )
     cmd.set_defaults(run=cmd_statements)
+
+
+def _code(text: str) -> str:
+    if any(ch == "\x00" or "\ud800" <= ch <= "\udfff" for ch in text) or len(text) > 200:
+        raise argparse.ArgumentTypeError("not a provider code")
+    return text
 
 
 def _since(text: str) -> datetime:
