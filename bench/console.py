@@ -54,7 +54,7 @@ TIMING = """(() => {
 })()"""
 OVERVIEW_READY = (
     "document.querySelector('main')?.dataset.page === 'overview'"
-    " && document.querySelectorAll('.chart svg').length === 4"
+    " && document.querySelectorAll('.chart > svg').length === 4"
     " && performance.getEntriesByName('console:data-shown').length > 0"
 )
 PERIODS = (4, 26, 52)

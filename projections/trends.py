@@ -78,6 +78,13 @@ def week_of(moment: datetime) -> datetime:
     return day - timedelta(days=day.weekday())
 
 
+def next_minute(moment: datetime) -> datetime:
+    """The first whole minute at or after `moment`: the end of the series, stable for a
+    minute, so that a page asked again gets the same answer (HTTP caches revalidate: 304)."""
+    floor = moment.replace(second=0, microsecond=0)
+    return floor if floor == moment else floor + timedelta(minutes=1)
+
+
 def weeks(since: datetime, now: datetime) -> list[datetime]:
     """Every week from the one holding `since` to the one holding `now`."""
     out, week = [], week_of(since)

@@ -32,7 +32,10 @@ class ReportWeek:
     resolved: int
 
 
-@strawberry.type(description="Weekly series for the console's charts, from `since` to `until`.")
+@strawberry.type(
+    description="Weekly series for the console's charts, from `since` to `until` (the next"
+    " whole minute, so that the same question within a minute gets the same answer)."
+)
 class Trends:
     since: datetime
     until: datetime
@@ -94,7 +97,7 @@ class ConsoleQuery:
         mine = visible_provider(principal)
         provider = mine if wanted is None else wanted
         state = info.context.state
-        now = state.ledger.clock()
+        now = trends.next_minute(state.ledger.clock())
         since = trends.week_of(now) - timedelta(days=7 * (weeks - 1))
         empty = mine is not None and provider != mine  # another provider's: nothing
         if empty:
