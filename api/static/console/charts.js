@@ -51,7 +51,7 @@ export function barChart({ title, weeks, series, value, mode = "stack" }) {
       base += n;
     });
   });
-  const ticks = [0, Math.round(max / 2), max].map((n) => s("g", {},
+  const ticks = [...new Set([0, Math.round(max / 2), max])].map((n) => s("g", {},
     s("line", { x1: left, x2: W - right, y1: y(n), y2: y(n), stroke: "#ddd" }),
     s("text", { x: left - 6, y: y(n) + 4, "text-anchor": "end", "font-size": 11, fill: "#333" }, n)));
   const every = Math.max(1, Math.ceil(weeks.length / 8));
