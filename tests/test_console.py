@@ -327,6 +327,9 @@ def test_a_regulator_reads_decides_exports_and_verifies(
                      " s.dispatchEvent(new Event('change')); true")  # fmt: skip
     browser.wait_for("document.querySelector('main').innerText.includes('version 1')")
     assert "status Active" in text(browser, "main")
+    browser.evaluate("[...document.querySelectorAll('main .toolbar button')].at(-1).click(), true")
+    history_csv = downloaded(downloads, "history-acme-plain.csv").strip().splitlines()
+    assert history_csv[0].startswith("position,type,at") and len(history_csv) == len(history) + 1
     accessibility(browser, axe_source, "account")
     screenshots(browser, "regulator", "account")
 

@@ -2,7 +2,7 @@
 // its history as a timeline, the account as of any moment, its sanctions and flagged
 // posts, and the in-browser verification of its events.
 import { allPages, query } from "./api.js";
-import { h, hours, pagedList, pct, say, table, when } from "./dom.js";
+import { exportButton, h, hours, pagedList, pct, say, table, when } from "./dom.js";
 import { checkEvent } from "./verify.js";
 
 const ACCOUNT_FIELDS = "id handle kind category status verified marked legacy registeredAt";
@@ -191,6 +191,12 @@ export async function accountPage(viewer, id) {
   }
   const sanctions = data.sanctions.edges.map((e) => e.node);
   const flagged = data.flaggedPosts.edges.map((e) => e.node);
+  const flaggedColumns = [
+    { key: "postId", label: "Post", rowHeader: true }, { key: "metric", label: "Metric" },
+    { key: "threshold", label: "Threshold", num: true }, { key: "value", label: "Value", num: true },
+    { key: "crossedAt", label: "Crossed", format: when },
+    { key: "removed", label: "Removed", format: (r, p) => (r ? `yes, ${when(p.removedAt)}` : "no") }];
+  const historyColumns = ["position", "type", "at", "actorRole", "ruleIds", "summary", "postId"].map((key) => ({ key, label: key }));
   return [
     h("h1", {}, `Account ${a.handle}`),
     h("div", { class: "two" },
@@ -204,15 +210,15 @@ export async function accountPage(viewer, id) {
         ["Sanctions in force", a.activeSanctions.map((s) => `${s.level}${s.expiresAt ? ` until ${when(s.expiresAt)}` : ""}`).join("; ") || "none"]])),
       asOfSection(id, events)),
     h("h2", {}, "Sanctions and appeals"),
+    h("div", { class: "toolbar" }, exportButton(`sanctions-${a.handle}.csv`, sanctionColumns, sanctions)),
     sanctions.length ? table({ caption: "Sanctions on this account, in the order imposed", columns: sanctionColumns, rows: sanctions }) : h("p", {}, "None."),
     h("h2", {}, "Flagged and removed posts"),
-    flagged.length ? table({ caption: "Posts whose reach crossed a threshold", rows: flagged, columns: [
-      { key: "postId", label: "Post", rowHeader: true }, { key: "metric", label: "Metric" },
-      { key: "threshold", label: "Threshold", num: true }, { key: "value", label: "Value", num: true },
-      { key: "crossedAt", label: "Crossed", format: when }, { key: "removed", label: "Removed", format: (r, p) => (r ? `yes, ${when(p.removedAt)}` : "no") }] })
+    h("div", { class: "toolbar" }, exportButton(`flagged-posts-${a.handle}.csv`, flaggedColumns, flagged)),
+    flagged.length ? table({ caption: "Posts whose reach crossed a threshold", rows: flagged, columns: flaggedColumns })
       : h("p", {}, "None."),
     verifySection(viewer, id, events),
     h("h2", {}, "History"),
+    h("div", { class: "toolbar" }, exportButton(`history-${a.handle}.csv`, historyColumns, events)),
     h("ol", { class: "timeline", id: "history", "aria-label": "The account's history, oldest first" }, events.map((e) =>
       h("li", { "data-position": e.position }, h("strong", {}, e.type), ` · ${when(e.at)} · position ${e.position}`,
         e.actorRole ? ` · by a ${e.actorRole}` : "", e.ruleIds.length ? ` · rules ${e.ruleIds.join(", ")}` : "",

@@ -135,3 +135,8 @@ export function pagedList({ fetchPage, columns, caption, exportAll, exportName, 
   show();
   return { element: h("div", {}, h("div", { class: "toolbar" }, prev, next, info, exporter, ...extra), holder), reload: () => { stack.splice(1); show(); } };
 }
+
+// A list already in the page, as CSV.
+export function exportButton(name, columns, rows, label = "Export CSV") {
+  return h("button", { type: "button", class: "secondary", onclick: () => download(name, csv(columns, rows)) }, label);
+}
