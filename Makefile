@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Start the embedded database, load the demo data once, then serve the GraphQL API on
-## localhost (the projector and the sealer in child processes); prints the URL, a regulator token and an
-## example query (Ctrl-C stops).
+## localhost (the projector and the sealer in child processes); prints the URL, the console's URL
+## (/console/), a regulator token and an example query (Ctrl-C stops).
 run: install
 	$(BIN)/ledger demo --accounts $(ACCOUNTS)
 	LEDGER_GRAPHIQL=1 $(BIN)/ledger serve --demo-token

@@ -1,6 +1,7 @@
 """The application: GraphQL at /graphql over HTTP on the lean path (api.front), and the
 Starlette app for the rest: graphql-transport-ws at /graphql, /healthz, /readyz,
-/metrics and GraphiQL's assets."""
+/metrics, the log's tiles at /log/, the console's static files at /console and GraphiQL's
+assets."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api import collector, metrics
 from api.admission import RETRY_HEADERS, Overloaded, refusal_body
 from api.cache import ResponseCache
+from api.console import ConsoleFiles, to_console
 from api.front import Front, body_too_large, too_large
 from api.graphql.compiler.cost import CostLimit
 from api.graphql.errors import UNAVAILABLE
@@ -243,6 +245,8 @@ def create_app(database: Database, ledger: Ledger, schema: str | None = None) ->
             Route("/metrics", metrics.endpoint(state)),
             WebSocketRoute("/graphql", WebSocketGraphQL(schema, state)),
             *log_routes(state),
+            Route("/console", to_console),
+            Mount("/console", ConsoleFiles(), name="console"),
             # GraphiQL's page (GET /graphql from a browser) loads its assets from here.
             *(
                 [Mount("/graphiql", StaticFiles(directory=GRAPHIQL_DIR), name="graphiql")]

@@ -3,6 +3,7 @@ verification of the stored events against every signed head."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,7 @@ from eventsourcing.persistence import Notification
 from psycopg import sql
 
 from ledger.merkle import CompactRange, DictNodeStore, MerkleTree
-from ledger.proofcheck import verify_signed_head
+from ledger.proofcheck import event_leaf_data, leaf_hash, verify_signed_head
 from ledger.store import log_page
 from projections.sealer import leaf_of
 
@@ -269,3 +270,28 @@ def all_heads(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
         "SELECT tree_size, root_hash, timestamp, signature FROM tree_heads ORDER BY tree_size"
     ).fetchall()
     return [_as_head(r) for r in rows]
+
+
+def stored_leaf(
+    conn: psycopg.Connection[Any], events_table: sql.Composable, position: int
+) -> dict[str, Any] | None:
+    """The leaf of the event stored at `position` as it is stored now (which a tampered
+    store no longer matches the sealed leaf hash of): its leaf data, withheld (None) when
+    the event carries a sealed identity, which never leaves the ledger, and its hash."""
+    rows = log_page(conn, events_table, position - 1, 1)
+    if not rows or rows[0].id != position:
+        return None
+    n = rows[0]
+    data = event_leaf_data(n.id, str(n.originator_id), n.originator_version, n.topic, n.state)
+    return {
+        "leaf_data": None if _carries_identity(n.state) else data,
+        "leaf_hash": leaf_hash(data).hex(),
+    }
+
+
+def _carries_identity(state: bytes) -> bool:
+    try:
+        payload = json.loads(state)
+    except ValueError:
+        return b"identity" in state  # unreadable: withhold it if it might hold one
+    return isinstance(payload, dict) and "identity" in payload

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the suite needs beyond the venv, installed when missing (`make test` runs this first):
 #   - Debian's chromium, for the offline GraphiQL test (tests/test_graphiql.py);
-#   - the npm clients of tests/conformance (graphql-http's audit, graphql-ws, graphql-sse),
+#   - the npm clients of tests/conformance (graphql-http's audit, graphql-ws, graphql-sse, and
+#     axe-core, which tests/test_console.py runs in Chromium),
 #     exactly as pinned by its package-lock.json.
 # Where it may not install a tool, it prints one line saying what to install and how, and goes
 # on: the tests that need the tool then fail and say so. None is ever skipped.

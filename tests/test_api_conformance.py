@@ -25,7 +25,8 @@ def node_tools() -> Path:
     # one worker at a time (pytest-xdist runs several).
     with open(HERE / "package-lock.json") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (HERE / "node_modules" / "graphql-http").exists():
+        stamp = HERE / "node_modules" / ".package-lock.json"  # npm ci writes it last
+        if not stamp.exists() or stamp.stat().st_mtime < Path(lock.name).stat().st_mtime:
             subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True,
                            capture_output=True, timeout=300)  # fmt: skip
     return HERE

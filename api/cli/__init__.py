@@ -14,6 +14,7 @@ so a new command touches one of them:
 - schema: schema
 - witness: witness (a witness anyone runs; no database)
 - webhooks: deliver, webhooks
+- statements: statements-of-reasons
 
 common holds what they share (the parser, opening the ledger, the progress bar,
 argument types); errors, how a refusal is worded.
@@ -36,6 +37,7 @@ from api.cli import (
     relay,
     schema,
     serve,
+    statements,
     tlog,
     tokens,
     webhooks,
@@ -46,6 +48,7 @@ from api.cli.errors import check_environment, describe
 
 GROUPS = (
     data, read_models, serve, relay, tokens, keys, integrity, tlog, schema, witness, webhooks,
+    statements,
 )  # fmt: skip
 
 

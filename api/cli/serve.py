@@ -82,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         url = f"http://{args.host}:{args.port}/graphql"
         print(f"""
 The ledger's GraphQL API: {url}  (GraphiQL in a browser when LEDGER_GRAPHIQL=1)
+The regulator's console:  http://{args.host}:{args.port}/console/  (sign in with the token)
 A regulator token (shown once):  {token}
 Try:
   curl -s {url} -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\

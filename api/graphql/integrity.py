@@ -3,6 +3,7 @@ each with everything needed to check it offline (`ledger verify-proof` or proofc
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import strawberry
@@ -46,6 +47,16 @@ class InclusionProof:
     proof: list[str]
     head: TreeHead
     document: JSON = strawberry.field(description="The proof as `ledger verify-proof` reads it.")
+    leaf_data: str | None = strawberry.field(
+        default=None,
+        description="The event's leaf data as stored now, base64 (hash it with 0x00 in front"
+        " and compare with `leafHash`); null when the event carries a sealed identity.",
+    )
+    stored_leaf_hash: str | None = strawberry.field(
+        default=None,
+        description="The leaf hash of the event as stored now, hex (null: no event stored at"
+        " the position); differs from `leafHash` when the stored event was altered.",
+    )
 
 
 @strawberry.type
@@ -93,7 +104,12 @@ class IntegrityQuery:
     ) -> InclusionProof:
         state = _auditor(info)
         p = await state.blocking(_read, state, integrity.inclusion_proof, position, tree_size)
+        events = state.ledger.store.events_table
+        stored = await state.blocking(_read, state, integrity.stored_leaf, events, position)
+        data = stored and stored["leaf_data"]
         return InclusionProof(
+            leaf_data=base64.b64encode(data).decode() if data else None,
+            stored_leaf_hash=stored and stored["leaf_hash"],
             position=p["position"],
             index=p["index"],
             leaf_hash=p["leaf_hash"],

@@ -28,6 +28,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from api.graphql.console import ConsoleQuery
 from api.graphql.context import OperationContext
 from api.graphql.disclosures import DisclosureMutation, DisclosureQuery
 from api.graphql.errors import ErrorPolicy
@@ -105,7 +106,9 @@ def build_schema(introspection: bool | None = None) -> strawberry.Schema:
     if not introspection:
         extensions.append(DisableIntrospection)
     return LedgerSchema(
-        query=merge_types("Query", (Query, IntegrityQuery, DisclosureQuery, WebhookQuery)),
+        query=merge_types(
+            "Query", (Query, IntegrityQuery, DisclosureQuery, WebhookQuery, ConsoleQuery)
+        ),
         mutation=merge_types("Mutation", (Mutation, DisclosureMutation)),
         subscription=Subscription,
         extensions=extensions,

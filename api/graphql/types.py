@@ -15,6 +15,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from api.graphql.scalars import Position
+from projections.statements import statement_of_reasons
 
 T = TypeVar("T")
 
@@ -161,6 +162,18 @@ class Sanction:
     @strawberry.field(description="The sanctioned account (batched per request).")
     async def account(self, info: strawberry.Info) -> Account | None:
         return await _account(info, self.account_id)
+
+    @strawberry.field(
+        description="The sanction as a statement of reasons in the schema of the EU DSA"
+        " Transparency Database (puid: the sanction's id; no personal data)."
+    )
+    def statement_of_reasons(self, info: strawberry.Info) -> JSON:
+        row = {
+            "sanction_id": self.id, "level": self.level, "rule_ids": self.rule_ids,
+            "evidence_post_ids": self.evidence_post_ids, "issuer_role": self.issuer_role,
+            "imposed_at": self.imposed_at, "expires_at": self.expires_at,
+        }  # fmt: skip
+        return statement_of_reasons(row, info.context.state.ledger.ruleset)
 
     @classmethod
     def of(cls, r: dict[str, Any]) -> Sanction:

@@ -57,6 +57,7 @@ class Browser:
         self.failed: list[str] = []
         self.errors: list[str] = []
         self.ws_sent: list[str] = []
+        self.responses: list[tuple[str, str]] = []  # (request id, url), to read bodies
         self._next_id = 0
         try:
             port = self._port()
@@ -110,6 +111,8 @@ class Browser:
             self.requests.append(params["request"]["url"])
         elif method == "Network.webSocketCreated":
             self.requests.append(params["url"])
+        elif method == "Network.responseReceived":
+            self.responses.append((params["requestId"], params["response"]["url"]))
         elif method == "Network.webSocketFrameSent":
             self.ws_sent.append(params["response"]["payloadData"])
         elif method == "Network.loadingFailed":
@@ -170,6 +173,28 @@ class Browser:
                     f"failed: {self.failed}\nerrors: {self.errors}"
                 )
             self.pump(0.1)
+
+    def response_body(self, request_id: str) -> str:
+        """A response's body as text ("" once Chromium no longer holds it)."""
+        try:
+            found = self.call("Network.getResponseBody", {"requestId": request_id})
+        except RuntimeError:
+            return ""
+        body = found.get("body", "")
+        if found.get("base64Encoded"):
+            return base64.b64decode(body).decode(errors="replace")
+        return str(body)
+
+    def downloads_to(self, folder: Path) -> None:
+        """Save the page's downloads in `folder`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.call("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(folder)})
+
+    def viewport(self, width: int, height: int, mobile: bool = False) -> None:
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
+        )
 
     def screenshot(self, path: Path) -> bytes:
         data = base64.b64decode(self.call("Page.captureScreenshot", {"format": "png"})["data"])
