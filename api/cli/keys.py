@@ -78,8 +78,6 @@ def new_kek() -> int:
     fresh.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
     fresh.chmod(0o600)
     fresh.replace(current)  # atomic: a crash leaves the old key or the new one
-    print(
-        f"retired {kek_id_of(old)} into {kept}; restart the ledger's processes, then run"
-        " `ledger keys rotate-kek`, then delete the retired key"
-    )
+    print(f"retired {kek_id_of(old)} into {kept}; restart the ledger's processes, then run"
+          " `ledger keys rotate-kek`, then delete the retired key")
     return 0
