@@ -47,6 +47,7 @@ INTROSPECTION = frozenset({"__schema", "__type"})
 @dataclass(frozen=True)
 class Answer:
     body: bytes
+    overloaded: bool = False  # a mutation shed by its gate: 503 with Retry-After
 
 
 @dataclass(frozen=True)
