@@ -48,7 +48,7 @@ from api.graphql.compiler.mutations import MutationCompiler, coerced, query_dige
 from api.graphql.context import Context
 from api.graphql.errors import coded
 from api.incoming import Incoming, Reply, loads, reply
-from api.state import DATABASE_FAULTS, ApiState, DatabaseUnavailable
+from api.state import DATABASE_FAULTS, ApiState
 
 log = logging.getLogger("ledger.api.http")
 
@@ -363,11 +363,13 @@ class GraphQLHttp:
             return Fallback(plan.reason)
         try:
             found = await mutations.execute(self.state, plan, variables, context.principal)
-        except (Overloaded, DatabaseUnavailable, *DATABASE_FAULTS):
+        except DATABASE_FAULTS:
             return Fallback("error")  # strawberry tries once more, and answers as ever
         except Exception:  # a fault here: strawberry runs it (a command done is replayed)
             log.exception("compiled %s failed", gql.operation_name or "mutation")
             return Fallback("error")
+        if isinstance(found, Answer):
+            return found
         return Fallback(found) if isinstance(found, str) else Answer(found)
 
     def _too_costly(
@@ -391,6 +393,8 @@ class GraphQLHttp:
             return self._request_failed(media, [outcome.error])
         assert isinstance(outcome, Answer)
         logs.note_principal(context.principal)
+        if outcome.overloaded:
+            return reply(outcome.body, 503, media, RETRY_HEADERS)
         if request.method == "GET":
             return _cacheable(request, outcome.body, media)
         return reply(outcome.body, 200, media, NO_STORE)

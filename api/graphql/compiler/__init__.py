@@ -53,6 +53,7 @@ KEEP_PLAN = "SET LOCAL plan_cache_mode = force_generic_plan"
 @dataclass(frozen=True)
 class Answer:
     body: bytes
+    overloaded: bool = False  # a mutation shed by its gate: 503 with Retry-After
 
 
 @dataclass(frozen=True)

@@ -26,18 +26,21 @@ from graphql import (
     GraphQLUnionType,
     OperationDefinitionNode,
     get_named_type,
+    located_error,
 )
 from graphql.execution.collect_fields import FieldDetails, collect_fields, collect_subfields
 from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
 from strawberry.utils.str_converters import to_camel_case
 
 from api import logs
+from api.admission import Overloaded
 from api.auth import Principal
-from api.graphql.compiler import shape
+from api.graphql.compiler import Answer, shape
 from api.graphql.compiler.cache import Lru, configured_size
 from api.graphql.compiler.plan import fragments
+from api.graphql.errors import coded, shape_error
 from api.graphql.mutations import _snake, error_payload, success
-from api.state import ApiState
+from api.state import ApiState, DatabaseUnavailable
 from ledger import commands as c
 from ledger import errors
 
@@ -131,8 +134,8 @@ async def execute(
     plan: MutationPlan,
     variables: VariableValues,
     principal: Principal,
-) -> bytes | str:
-    """The answer's body, or why strawberry answers instead."""
+) -> bytes | str | Answer:
+    """The answer's body, or why strawberry answers instead (or the error answer)."""
     assert plan.command is not None
     field = plan.details[0]
     root = state.extras["compiler"].schema.mutation_type
@@ -151,12 +154,25 @@ async def execute(
     except errors.LedgerError as e:
         value = error_payload(e, principal.role)
         logs.note_outcome(value.code)
+    except (Overloaded, DatabaseUnavailable) as e:
+        return failed(plan, e)
     member = type(value).__name__
     written = {
         key: member if attribute is None else _serialized(getattr(value, attribute), serialize)
         for key, attribute, serialize in plan.members[member]
     }
     return encode({"data": {plan.key: written}})
+
+
+def failed(plan: MutationPlan, error: Exception) -> Answer:
+    """The answer strawberry gives when the resolver raises this: `data` null, the error
+    at the field's path, shaped by ErrorPolicy (OVERLOADED: 503, as api.http sends it)."""
+    field = plan.details[0].node
+    shaped = shape_error(located_error(error, [field], [plan.key]))
+    formatted = coded(dict(shaped.formatted))
+    logs.note_outcome(formatted["extensions"]["code"])
+    body = encode({"data": None, "errors": [formatted]})
+    return Answer(body, overloaded=isinstance(error, Overloaded))
 
 
 def _serialized(value: Any, serialize: Any) -> Any:
