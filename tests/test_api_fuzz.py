@@ -153,6 +153,9 @@ def _scene(
         world.run(c.AppealSanction, ops, account_id=account, sanction_id=sanction, grounds="g")
         report = world.run(c.ReportPost, ops, post_id=post, reporter="user", reason="spam")
         world.run(c.RecordReach, ops, post_id=post, views=6000, reposts=600)
+        # An address literal that is global: no DNS, and allowed without the loopback switch.
+        endpoint = world.run(c.RegisterWebhookEndpoint, ops, provider_id=provider,
+                             url="https://93.184.216.34/hook")  # fmt: skip
         things.append(
             {
                 "provider": provider,
@@ -160,6 +163,7 @@ def _scene(
                 "post": post,
                 "sanction": sanction,
                 "report": UUID(report["report_id"]),
+                "endpoint": UUID(endpoint["endpoint_id"]),
             }
         )
     server.settle()
@@ -773,12 +777,14 @@ ID_KINDS = {
     "providerId": ["provider"],
     "reportId": ["report"],
     "originatorId": ["account", "post", "provider"],
+    "endpointId": ["endpoint"],
 }
 ID_ARGUMENT = {
     "account": "account",
     "accountAsOf": "account",
     "post": "post",
     "provider": "provider",
+    "webhookEndpoint": "endpoint",
 }
 
 
