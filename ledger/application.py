@@ -433,14 +433,19 @@ class Ledger(Application[UUID]):
     def rotate_kek(
         self, batch: int = 500, pause: float = 0.0, progress: Callable[[int], None] | None = None
     ) -> int:
-        """Rewrap every data key not under the current KEK, a batch per transaction; no
-        event is touched. Safe to interrupt and run again: it goes on where it stopped."""
+        """Rewrap every data key and every webhook endpoint's key not under the current KEK,
+        a batch per transaction; no event is touched. Safe to interrupt and run again: it
+        goes on where it stopped."""
         done = 0
-        while keys := self.store.keys_not_under(self.vault.kek_id, batch):
-            done += self.store.replace_keys([(k, self.vault.rewrap(k)) for k in keys])
-            if progress:
-                progress(done)
-            time.sleep(pause)
+        for webhooks, rewrap in ((False, self.vault.rewrap),
+                                 (True, self.vault.rewrap_webhook_key)):  # fmt: skip
+            while keys := self.store.keys_not_under(self.vault.kek_id, batch, webhooks=webhooks):
+                done += self.store.replace_keys(
+                    [(k, rewrap(k)) for k in keys], webhooks=webhooks
+                )
+                if progress:
+                    progress(done)
+                time.sleep(pause)
         return done
 
     def shred_erased(self) -> int:

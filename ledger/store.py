@@ -324,26 +324,35 @@ class LedgerRecorder(PostgresApplicationRecorder):
         )
         return [_data_key(r) for r in rows]
 
-    def keys_not_under(self, kek_id: str, limit: int) -> list[DataKey]:
+    def keys_not_under(
+        self, kek_id: str, limit: int, *, webhooks: bool = False
+    ) -> list[DataKey]:
+        """Data keys (or, with `webhooks`, webhook endpoints' keys) wrapped by another KEK."""
+        owner = "endpoint_id" if webhooks else "account_id"
         rows = self._rows(
             SQL(
-                "SELECT key_id, account_id, kek_id, wrapped FROM {t} WHERE kek_id <> %s"
-                " ORDER BY key_id LIMIT %s"
-            ).format(t=self.keys_table),
+                "SELECT key_id, {owner} AS account_id, kek_id, wrapped FROM {t}"
+                " WHERE kek_id <> %s ORDER BY key_id LIMIT %s"
+            ).format(owner=Identifier(owner), t=self._key_table(webhooks)),
             [kek_id, limit],
         )
         return [_data_key(r) for r in rows]
 
-    def replace_keys(self, rewrapped: Sequence[tuple[DataKey, DataKey]]) -> int:
+    def replace_keys(
+        self, rewrapped: Sequence[tuple[DataKey, DataKey]], *, webhooks: bool = False
+    ) -> int:
         """Store rewrapped keys (old, new), each only if its row is still the old one."""
         with self.datastore.transaction(commit=True) as curs:
             curs.executemany(
                 SQL(
                     "UPDATE {t} SET kek_id = %s, wrapped = %s WHERE key_id = %s AND kek_id = %s"
-                ).format(t=self.keys_table),
+                ).format(t=self._key_table(webhooks)),
                 [(new.kek_id, new.wrapped, old.key_id, old.kek_id) for old, new in rewrapped],
             )
         return len(rewrapped)
+
+    def _key_table(self, webhooks: bool) -> Identifier:
+        return self.webhook_keys_table if webhooks else self.keys_table
 
     def delete_keys(self, account_ids: Sequence[UUID]) -> int:
         with self.datastore.transaction(commit=True) as curs:
@@ -353,10 +362,10 @@ class LedgerRecorder(PostgresApplicationRecorder):
             )
             return curs.rowcount
 
-    def keys_by_kek(self) -> dict[str, int]:
+    def keys_by_kek(self, *, webhooks: bool = False) -> dict[str, int]:
         rows = self._rows(
             SQL("SELECT kek_id, count(*) AS n FROM {t} GROUP BY kek_id ORDER BY kek_id").format(
-                t=self.keys_table
+                t=self._key_table(webhooks)
             ),
             [],
         )

@@ -160,6 +160,10 @@ class Vault:
         wrapped = self._keks[self.kek_id].encrypt(nonce, material, aad)
         return DataKey(key_id, endpoint_id, self.kek_id, nonce + wrapped)
 
+    def rewrap_webhook_key(self, key: DataKey) -> DataKey:
+        """The same webhook key wrapped by the current KEK."""
+        return self.wrap_webhook_key(key.account_id, key.key_id, self.unwrap_webhook_key(key))
+
     def unwrap_webhook_key(self, key: DataKey) -> bytes:
         kek = self._keks.get(key.kek_id)
         if kek is None:

@@ -9,9 +9,11 @@ from uuid import UUID
 
 import pytest
 
-from ledger import Ledger, errors
+from ledger import Database, Ledger, errors
 from ledger import commands as c
+from ledger.vault import Vault
 from ledger.webhooks import KeyMaterial, check_url
+from tests.conftest import TEST_KEY
 from tests.world import REGULATOR, World
 
 URL = "https://hooks.example.org/ledger"
@@ -186,3 +188,27 @@ def test_retried_registration_changes_nothing(ledger: Ledger) -> None:
     again = ledger.execute(command)
     assert again.replayed and again.value == first.value
     assert len(ledger.webhook_secrets(UUID(first.value["endpoint_id"]))) == 1
+
+
+def test_kek_rotation_rewraps_the_endpoints_keys(
+    ledger: Ledger, database: Database, schema: str
+) -> None:
+    world = World(ledger)
+    endpoint = UUID(str(register(world)["endpoint_id"]))
+    before = ledger.webhook_secrets(endpoint)
+    new_kek = b"n" * 32
+    env = database.eventsourcing_env(schema)
+    rotating = Ledger(env, vault=Vault(new_kek, retired=[TEST_KEY]))
+    try:
+        assert rotating.rotate_kek(batch=1) >= 1
+        assert rotating.store.keys_by_kek(webhooks=True) == {rotating.vault.kek_id: 1}
+    finally:
+        rotating.close()
+    rotated = Ledger(env, vault=Vault(new_kek))  # the new KEK alone opens the secrets
+    try:
+        assert rotated.webhook_secrets(endpoint) == before
+    finally:
+        rotated.close()
+    with pytest.raises(errors.LedgerError) as refused:  # and the old KEK no longer does
+        ledger.webhook_secrets(endpoint)
+    assert refused.value.code == "IDENTITY_UNREADABLE"

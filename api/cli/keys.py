@@ -44,12 +44,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if args.action == "rotate-kek":
             done = ledger.rotate_kek(args.batch, progress=lambda n: progress_bar(n, 0, "keys"))
             end_progress()
-            print(f"rewrapped {done} data keys under key-encryption key {ledger.vault.kek_id}")
-        counts = ledger.store.keys_by_kek()
+            print(f"rewrapped {done} keys under key-encryption key {ledger.vault.kek_id}")
         print(f"current key-encryption key: {ledger.vault.kek_id}")
-        for kek_id, n in counts.items():
-            retired = "" if kek_id == ledger.vault.kek_id else " (retired)"
-            print(f"  {kek_id}: {n} data keys{retired}")
+        for what, webhooks in (("data keys", False), ("webhook keys", True)):
+            for kek_id, n in ledger.store.keys_by_kek(webhooks=webhooks).items():
+                retired = "" if kek_id == ledger.vault.kek_id else " (retired)"
+                print(f"  {kek_id}: {n} {what}{retired}")
     return 0
 
 
