@@ -39,7 +39,14 @@ from ledger.actors import Role
 from ledger.database import data_dir
 from ledger.signing import Signer
 from ledger.tlog.checkpoint import MAX_SIZE
-from ledger.tlog.tiles import ENTRIES, Tile, TilePathError, encode_bundle, parse_tile_path
+from ledger.tlog.tiles import (
+    ENTRIES,
+    MAX_ENTRY_BYTES,
+    Tile,
+    TilePathError,
+    encode_bundle,
+    parse_tile_path,
+)
 from projections import tlog
 
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}")
@@ -119,6 +126,12 @@ def routes(state: ApiState) -> list[BaseRoute]:
         found = tlog.entries_of(rows, bundle)
         if found is None:
             return _text(404, f"{bundle.path} is beyond the latest checkpoint\n")
+        if any(len(e) > MAX_ENTRY_BYTES for e in found):
+            return _text(
+                501,
+                f"{bundle.path} holds an event of more than {MAX_ENTRY_BYTES}"
+                " bytes, recorded before the limit: no bundle can carry it\n",
+            )
         body = encode_bundle(found)
         if "gzip" in request.headers.get("accept-encoding", ""):
             packed = gzip.compress(body, 6)

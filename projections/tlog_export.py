@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from ledger.tlog.tiles import ENTRIES, TILE_HEIGHT, TILE_WIDTH, Tile, encode_bundle, tiles_for_size
+from ledger.tlog.tiles import (
+    ENTRIES,
+    MAX_ENTRY_BYTES,
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    Tile,
+    encode_bundle,
+    tiles_for_size,
+)
 from projections import tlog
 
 CHUNK_TILES = 64  # tiles read per query
@@ -37,6 +45,7 @@ class Exported:
     checkpoints: int = 0
     written: int = 0
     kept: int = 0
+    too_large: list[str] = field(default_factory=list)
 
 
 def write_file(path: Path, body: bytes) -> None:
@@ -131,8 +140,11 @@ def _write_bundles(
                             " run `ledger verify`")  # fmt: skip
     entries = _leaf_data(rows)
     for b in bundles:
-        body = encode_bundle(entries[b.nodes().start - first : b.nodes().stop - first])
-        write_file(directory / b.path, body)
+        mine = entries[b.nodes().start - first : b.nodes().stop - first]
+        if any(len(e) > MAX_ENTRY_BYTES for e in mine):
+            done.too_large.append(b.path)  # an event older than the limit: no bundle holds it
+            continue
+        write_file(directory / b.path, encode_bundle(mine))
         done.written += 1
 
 

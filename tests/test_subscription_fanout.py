@@ -221,7 +221,8 @@ def write_live(world: World, mine: list[UUID], theirs: list[UUID]) -> None:
     for text in HOSTILE:
         hostile_sanction(world, mine[0], text)
         hostile_sanction(world, theirs[0], text)
-    hostile_sanction(world, mine[0], "y" * 100_000)
+    # Large, within what one log entry holds (a command's event is at most 65,535 bytes).
+    hostile_sanction(world, mine[0], "y" * 60_000)
 
 
 async def both_paths(

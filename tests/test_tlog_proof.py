@@ -16,7 +16,7 @@ from tests.api_server import ApiServer
 from tests.test_integrity import write_some
 from tests.test_tlog_client import verify_inclusion
 
-QUERY = "query ($p: Position!, $s: Position) { tlogProof(position: $p, treeSize: $s) }"
+QUERY = "query ($p: Position!, $s: Position) { tlogProof(position: $p, treeSize: $s) { text } }"
 
 
 def check(text: str, vkey: str) -> tuple[int, bytes]:
@@ -63,6 +63,6 @@ def wait_for_proof(server: ApiServer, token: str, position: int) -> str:
     while True:
         result = server.gql(QUERY, token, p=position)
         if "errors" not in result:
-            return str(result["data"]["tlogProof"])
+            return str(result["data"]["tlogProof"]["text"])
         assert time.monotonic() < deadline, result["errors"]
         time.sleep(0.2)

@@ -87,6 +87,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             except OSError as e:
                 raise CliError(f"{args.directory}: {e.strerror or e}") from None
     end_progress()
+    for path in done.too_large:
+        print(
+            f"not written: {path} holds an event of more than 65,535 bytes (older than the"
+            " limit); an audit reports it missing"
+        )
     print(
         f"export: size {done.size}, {done.checkpoints} checkpoints, {done.written} files"
         f" written, {done.kept} full tiles kept, in {time.monotonic() - started:.1f} s"

@@ -67,6 +67,14 @@ class ConsistencyProof:
     document: JSON = strawberry.field(description="The proof as `ledger verify-proof` reads it.")
 
 
+@strawberry.type
+class TlogProof:
+    text: str = strawberry.field(
+        description="A c2sp.org/tlog-proof@v1 text: the event's entry in the `extra` line, its"
+        " leaf index, its inclusion proof, then the checkpoint with every cosignature held."
+    )
+
+
 def _auditor(info: Ctx) -> ApiState:
     if not info.context.who().sees_everything:
         raise ApiError("FORBIDDEN", "tree heads and proofs are for auditors and regulators")
@@ -136,19 +144,16 @@ class IntegrityQuery:
         )
 
     @strawberry.field(
-        description="A c2sp.org/tlog-proof@v1 text: the event at a position (its entry in the"
-        " `extra` line), its inclusion proof, and the checkpoint with every cosignature held"
-        " (the latest, or the one of `treeSize`)."
+        description="The proof that the event at a position is in the latest checkpoint (or"
+        " the one of `treeSize`), in the c2sp.org/tlog-proof@v1 text form."
     )
     async def tlog_proof(
         self,
         info: Ctx,
         position: Position,  # type: ignore[valid-type]
         tree_size: Position | None = None,  # type: ignore[valid-type]
-    ) -> str:
+    ) -> TlogProof:
         state = _auditor(info)
         events = state.ledger.store.events_table
-        text: str = await state.blocking(
-            _read, state, tlog.tlog_proof, events, position, tree_size
-        )
-        return text
+        text: str = await state.blocking(_read, state, tlog.tlog_proof, events, position, tree_size)
+        return TlogProof(text=text)
