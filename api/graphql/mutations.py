@@ -18,8 +18,8 @@ from strawberry.types import Info
 
 from api.graphql.context import Context
 from api.graphql.scalars import Position
+from ledger import Ledger, errors
 from ledger import commands as c
-from ledger import errors
 from ledger.actors import Role
 from ledger.webhooks import KeyMaterial
 
@@ -157,13 +157,13 @@ def success(result: Any) -> CommandSuccess:
     )
 
 
-def with_secret(answer: CommandSuccess, result: Any, context: Context) -> CommandSuccess:
+def with_secret(answer: CommandSuccess, result: Any, ledger: Ledger) -> CommandSuccess:
     """Registration and rotation answer with the new secret, read back from the key table
     (the idempotency record keeps only the key's id)."""
     key_id, endpoint_id = result.value.get("key_id"), result.value.get("endpoint_id")
     if key_id is None or endpoint_id is None:
         return answer
-    for found, raw in context.state.ledger.webhook_secrets(UUID(endpoint_id)):
+    for found, raw in ledger.webhook_secrets(UUID(endpoint_id)):
         if str(found) == key_id:
             answer.secret = KeyMaterial.from_bytes(raw).secret
     return answer
@@ -225,7 +225,8 @@ def _mutation(command: type[c.Command]) -> Any:
             result = await context.state.blocking(context.state.ledger.execute, cmd)
             if "key_id" not in result.value:
                 return success(result)
-            return await context.state.blocking(with_secret, success(result), result, context)
+            ledger = context.state.ledger
+            return await context.state.blocking(with_secret, success(result), result, ledger)
         except errors.LedgerError as e:
             return error_payload(e, context.who().role)
 
@@ -278,7 +279,7 @@ async def submit_batch(info: Ctx, commands: list[BatchCommand]) -> BatchResult: 
                 raise
         results = await context.state.blocking(context.state.ledger.submit, built)
         answers = [
-            await context.state.blocking(with_secret, success(r), r, context)
+            await context.state.blocking(with_secret, success(r), r, context.state.ledger)
             if "key_id" in r.value
             else success(r)
             for r in results

@@ -39,7 +39,7 @@ from api.graphql.compiler import Answer, shape
 from api.graphql.compiler.cache import Lru, configured_size
 from api.graphql.compiler.plan import fragments
 from api.graphql.errors import coded, shape_error
-from api.graphql.mutations import _snake, error_payload, success
+from api.graphql.mutations import _snake, error_payload, success, with_secret
 from api.state import ApiState, DatabaseUnavailable
 from ledger import commands as c
 from ledger import errors
@@ -151,6 +151,8 @@ async def execute(
         )
         result = await state.blocking(state.ledger.execute, command)
         value: Any = success(result)
+        if "key_id" in result.value:  # registration and rotation show the new secret once
+            value = await state.blocking(with_secret, value, result, state.ledger)
     except errors.LedgerError as e:
         value = error_payload(e, principal.role)
         logs.note_outcome(value.code)
