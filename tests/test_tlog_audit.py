@@ -101,7 +101,8 @@ def flip(path: Path, at: int) -> None:
 
 def audit(database: Database, schema: str, folder: Path, vkey: str, *more: str) -> str:
     done = run_ledger(database, schema, "audit", str(folder), "--key", vkey, "--no-replay", *more)
-    assert done.returncode == (0 if "OK" in done.stdout else 1), done.stdout + done.stderr
+    ok = any(line.startswith("OK: ") for line in done.stdout.splitlines())
+    assert done.returncode == (0 if ok else 1), done.stdout + done.stderr
     return done.stdout
 
 
