@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -99,3 +100,24 @@ class Cluster:
         self.stop("immediate")
         if not os.environ.get("LEDGER_KEEP_CLUSTER"):
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def own_cluster_fixtures() -> tuple[Any, Any]:
+    """Module fixtures `cluster` and `database` for a test module whose ledger lives on a
+    cluster of its own (that its tests stop, restart and kill): in the module,
+    `cluster, database = own_cluster_fixtures()`."""
+    import pytest
+
+    from ledger import Database
+
+    @pytest.fixture(scope="module", name="cluster")
+    def cluster() -> Iterator[Cluster]:
+        with Cluster() as running:
+            yield running
+
+    @pytest.fixture(scope="module", name="database")
+    def database(cluster: Cluster) -> Iterator[Database]:
+        with Database(cluster.url) as db:
+            yield db
+
+    return cluster, database

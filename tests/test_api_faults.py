@@ -24,7 +24,7 @@ from websockets.sync.client import connect
 
 from ledger import Database, Ledger
 from tests.api_server import ApiServer, running_api
-from tests.cluster import Cluster
+from tests.cluster import Cluster, own_cluster_fixtures
 from tests.test_api_subscriptions import SANCTIONS, subscription
 from tests.world import World
 
@@ -36,16 +36,7 @@ IMPOSE = """mutation($id: ID!, $key: String!) { imposeSanction(input: {accountId
 READ = "query($n: Int) { accounts(first: $n) { edges { node { id status } } } }"
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with Cluster() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def database(cluster: Cluster) -> Iterator[Database]:
-    with Database(cluster.url) as db:
-        yield db
+cluster, database = own_cluster_fixtures()
 
 
 @pytest.fixture

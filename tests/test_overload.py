@@ -29,7 +29,7 @@ from websockets.sync.client import connect
 
 from ledger import Database, Ledger
 from tests.api_server import ApiServer, running_api
-from tests.cluster import Cluster
+from tests.cluster import Cluster, own_cluster_fixtures
 from tests.world import World
 
 pytestmark = pytest.mark.timeout(240)
@@ -46,16 +46,7 @@ IMPOSE = """mutation($id: ID!, $key: String!) { imposeSanction(input: {accountId
   __typename ... on CommandSuccess { position } ... on MutationError { code } } }"""
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with Cluster() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def database(cluster: Cluster) -> Iterator[Database]:
-    with Database(cluster.url) as db:
-        yield db
+cluster, database = own_cluster_fixtures()
 
 
 class Durations(logging.Handler):

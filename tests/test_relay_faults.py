@@ -18,7 +18,7 @@ import pytest
 
 from ledger import Database, Ledger
 from ledger import commands as c
-from tests.cluster import Cluster
+from tests.cluster import Cluster, own_cluster_fixtures
 from tests.nats_server import NatsServer
 from tests.relay_helpers import (
     assert_stream_equals_log,
@@ -30,17 +30,7 @@ from tests.relay_helpers import (
 )
 from tests.world import REGULATOR, World
 
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with Cluster() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def database(cluster: Cluster) -> Iterator[Database]:
-    with Database(cluster.url) as db:
-        yield db
+cluster, database = own_cluster_fixtures()
 
 
 @pytest.fixture

@@ -5,30 +5,18 @@ longer covers them (a database restored from an older backup)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from ledger import Database, Ledger
 from projections.sealer import Sealer
 from tests.api_server import free_port
-from tests.cluster import Cluster
+from tests.cluster import Cluster, own_cluster_fixtures
 from tests.cold import ColdProcess
 from tests.test_integrity import write_some
 
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with Cluster() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def database(cluster: Cluster) -> Iterator[Database]:
-    with Database(cluster.url) as db:
-        yield db
+cluster, database = own_cluster_fixtures()
 
 
 def eventually(check: object, timeout: float = 30) -> None:

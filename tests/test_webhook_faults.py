@@ -18,23 +18,13 @@ from uuid import UUID
 
 import pytest
 
-from ledger import Database, Ledger
+from ledger import Ledger
 from ledger import commands as c
-from tests.cluster import Cluster
+from tests.cluster import Cluster, own_cluster_fixtures
 from tests.webhook_receiver import Received, Receiver, Workers, wait_for, worker_env
 from tests.world import REGULATOR, World
 
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with Cluster() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def database(cluster: Cluster) -> Iterator[Database]:
-    with Database(cluster.url) as db:
-        yield db
+cluster, database = own_cluster_fixtures()
 
 
 @pytest.fixture
