@@ -25,7 +25,9 @@ run: install
 ## The whole suite against real PostgreSQL (LEDGER_DATABASE_URL, else an embedded server of
 ## each worker's own), on TEST_WORKERS pytest-xdist workers. It first installs what the suite
 ## needs beyond the venv (scripts/test-tools.sh: Debian's chromium, the npm clients).
-TEST_WORKERS ?= 4
+# Two workers against an external server: each worker's `ledger serve` processes hold about
+# 30 connections, and a stock server allows 100.
+TEST_WORKERS ?= $(if $(LEDGER_DATABASE_URL),2,4)
 test: install
 	bash scripts/test-tools.sh
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
