@@ -243,17 +243,23 @@ def cosignature_timestamp(signature: Signature) -> int:
     return int(timestamp)
 
 
-def verifier_from_key(vkey: str) -> Ed25519Verifier:
-    """Parse ``name+hex8+base64(type || key)`` for type 0x01 (Ed25519) or 0x04 (cosignature/v1)."""
-    parts = vkey.split("+", 2)
+def _key_parts(text: str, what: str, form: str) -> tuple[str, int, bytes]:
+    """The name, key id and `type || key` bytes of a `name+hex8+base64` key text."""
+    parts = text.split("+", 2)
     if len(parts) != 3:
-        raise NoteError("a verifier key is name+hex8+base64")
+        raise NoteError(f"a {what} key is {form}")
     name, id_hex, material_b64 = parts
     if len(id_hex) != 8 or any(c not in "0123456789abcdefABCDEF" for c in id_hex):
-        raise NoteError("a verifier key's id is 8 hex digits")
+        raise NoteError(f"a {what} key's id is 8 hex digits")
     material = _b64decode(material_b64)
     if not is_valid_name(name) or len(material) != 33:
-        raise NoteError("malformed verifier key")
+        raise NoteError(f"malformed {what} key")
+    return name, int(id_hex, 16), material
+
+
+def verifier_from_key(vkey: str) -> Ed25519Verifier:
+    """Parse ``name+hex8+base64(type || key)`` for type 0x01 (Ed25519) or 0x04 (cosignature/v1)."""
+    name, key_id, material = _key_parts(vkey, "verifier", "name+hex8+base64")
     kind: type[Ed25519Verifier]
     if material[0] == ALG_ED25519:
         kind = Ed25519Verifier
@@ -262,7 +268,7 @@ def verifier_from_key(vkey: str) -> Ed25519Verifier:
     else:
         raise NoteError(f"unknown verifier key type 0x{material[0]:02x}")
     verifier = kind(name, material[1:])
-    if verifier.key_id != int(id_hex, 16):
+    if verifier.key_id != key_id:
         raise NoteError("verifier key id does not match its key")
     return verifier
 
@@ -329,15 +335,8 @@ def signer_from_key(skey: str) -> Ed25519Signer:
     """Parse ``PRIVATE+KEY+name+hex8+base64(type || 32-byte seed)`` (type 0x01 or 0x04)."""
     if not skey.startswith(_PRIVATE_PREFIX):
         raise NoteError("a signer key starts with PRIVATE+KEY+")
-    parts = skey[len(_PRIVATE_PREFIX) :].split("+", 2)
-    if len(parts) != 3:
-        raise NoteError("a signer key is PRIVATE+KEY+name+hex8+base64")
-    name, id_hex, material_b64 = parts
-    if len(id_hex) != 8 or any(c not in "0123456789abcdefABCDEF" for c in id_hex):
-        raise NoteError("a signer key's id is 8 hex digits")
-    material = _b64decode(material_b64)
-    if not is_valid_name(name) or len(material) != 33:
-        raise NoteError("malformed signer key")
+    text = skey[len(_PRIVATE_PREFIX) :]
+    name, key_id, material = _key_parts(text, "signer", "PRIVATE+KEY+name+hex8+base64")
     private = Ed25519PrivateKey.from_private_bytes(material[1:])
     kind: type[Ed25519Signer]
     if material[0] == ALG_ED25519:
@@ -347,7 +346,7 @@ def signer_from_key(skey: str) -> Ed25519Signer:
     else:
         raise NoteError(f"unknown signer key type 0x{material[0]:02x}")
     signer = kind(name, private)
-    if signer.key_id != int(id_hex, 16):
+    if signer.key_id != key_id:
         raise NoteError("signer key id does not match its key")
     return signer
 
