@@ -19,6 +19,7 @@ from ledger import Actor, Database, Ledger, Role
 from ledger.vault import Vault
 from projections.runner import Projector
 from tests.cold import ColdProcess
+from tests.webhook_receiver import Receiver
 
 # Clients that never send connection_init are closed after this long.
 os.environ.setdefault("LEDGER_WS_INIT_TIMEOUT", "2")
@@ -148,3 +149,11 @@ pytest_plugins = ["tests.api_server"]
 def cold(database: Database, schema: str, tmp_path: Path) -> ColdProcess:
     """Run code in a new process on the test's schema (see tests/cold.py)."""
     return ColdProcess(database, schema, TEST_KEY, tmp_path / "cold")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on a loopback port (tests.webhook_receiver), closed afterwards."""
+    r = Receiver()
+    yield r
+    r.close()

@@ -44,13 +44,6 @@ def loopback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def workers(cold, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workers]:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("LEDGER_WEBHOOK_ALLOW_LOOPBACK", "1")
     w = Workers(worker_env(cold.env))

@@ -42,13 +42,6 @@ def workers(env: dict[str, str]) -> Iterator[Workers]:
     w.stop()
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
 def sanctions(world: World, accounts: list[UUID], rounds: int, batch: int = 100) -> None:
     """`rounds` warnings on each account, interleaved, written in batches."""
     commands = [

@@ -42,13 +42,6 @@ def loopback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def workers(cold) -> Iterator[Workers]:  # type: ignore[no-untyped-def]
     w = Workers(worker_env(cold.env))
     w.start("projector")
