@@ -267,12 +267,7 @@ def run_point(
         )  # fmt: skip
         assert child.stdin is not None and child.stdout is not None
         lines = lines_of(child.stdout)
-        expect(lines, "subscribed", 300)
-        deadline = time.monotonic() + 120
-        while lines.empty() and time.monotonic() < deadline:  # warm-up
-            sanctions.impose()
-            time.sleep(1)
-        expect(lines, "live", 5)
+        wait_until_live(lines, sanctions)
         commits, rate, cores = write(args, sanctions, server.process.pid)
         child.stdin.write("stop " + json.dumps(commits) + "\n")
         child.stdin.flush()
@@ -292,6 +287,17 @@ def run_point(
         path, subscribers, rate, quantile(latencies, 50), quantile(latencies, 99),
         max(latencies), cores, result["missing"], result["doubled"], result["errors"],
     )  # fmt: skip
+
+
+def wait_until_live(lines: queue.Queue[str], sanctions: Sanctions) -> None:
+    """Once the client says every subscription is open, write sanctions until it reports
+    the first one delivered (the warm-up), then until it says it is live."""
+    expect(lines, "subscribed", 300)
+    deadline = time.monotonic() + 120
+    while lines.empty() and time.monotonic() < deadline:  # warm-up
+        sanctions.impose()
+        time.sleep(1)
+    expect(lines, "live", 5)
 
 
 def write(

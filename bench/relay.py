@@ -263,12 +263,7 @@ def run_side(
         )  # fmt: skip
         assert child.stdin is not None and child.stdout is not None
         lines = lines_of(child.stdout)
-        expect(lines, "subscribed", 300)
-        deadline = time.monotonic() + 120
-        while lines.empty() and time.monotonic() < deadline:  # warm-up
-            sanctions.impose()
-            time.sleep(1)
-        expect(lines, "live", 5)
+        fanout.wait_until_live(lines, sanctions)
         pg = postmaster(db)
         pg_before, ledger_before, began = tree_cpu(pg), tree_cpu(server.process.pid), time.time()
         commits, rate, _ = fanout.write(args, sanctions, server.process.pid)
