@@ -19,26 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from api.auth import create_token
-from bench.append import Publisher, RawTable, concurrently, mean_state_size, timed
+from bench.append import (
+    PUBLISH_LUA,
+    Publisher,
+    RawTable,
+    concurrently,
+    mean_state_size,
+    timed,
+)
 from bench.common import log
 from ledger import Database, Ledger
 from ledger.vault import Vault
 
-PUBLISH_LUA = """wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {token}"
-local accounts = {{{accounts}}}
-local n = 0
-local query = 'mutation($a: ID!, $k: String!) {{ publishPost(input: {{accountId: $a, ref: $k,'
-  .. ' origin: \\\\"original\\\\", category: \\\\"other\\\\", contentSha256: \\\\"{sha}\\\\"}},'
-  .. ' idempotencyKey: $k) {{ __typename ... on CommandSuccess {{ position }} }} }}'
-request = function()
-  n = n + 1
-  local body = '{{"query": "' .. query .. '", "variables": {{"a": "' .. accounts[n % #accounts + 1]
-    .. '", "k": "{prefix}-' .. n .. '"}}}}'
-  return wrk.format(nil, nil, nil, body)
-end
-"""
+# What each publishPost selects in its answer.
+SELECTION = "__typename ... on CommandSuccess { position }"
 
 
 @dataclass
@@ -71,7 +65,7 @@ def graphql_runs(
                     script = Path(tmp) / f"publish-{clients}-{repeat}.lua"
                     prefix = f"{label}-{repeat}-{clients}-{uuid.uuid4().hex[:6]}"
                     lua = PUBLISH_LUA.format(token=token, accounts=accounts, sha="a" * 64,
-                                             prefix=prefix)  # fmt: skip
+                                             prefix=prefix, selection=SELECTION)  # fmt: skip
                     script.write_text(lua + WRK_DONE)
                     head = ledger.head()
                     run = wrk(server.url + "/graphql", script, clients, args.seconds)

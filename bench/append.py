@@ -292,7 +292,7 @@ local accounts = {{{accounts}}}
 local n = 0
 local query = 'mutation($a: ID!, $k: String!) {{ publishPost(input: {{accountId: $a, ref: $k,'
   .. ' origin: \\\\"original\\\\", category: \\\\"other\\\\", contentSha256: \\\\"{sha}\\\\"}},'
-  .. ' idempotencyKey: $k) {{ __typename }} }}'
+  .. ' idempotencyKey: $k) {{ {selection} }} }}'
 request = function()
   n = n + 1
   local body = '{{"query": "' .. query .. '", "variables": {{"a": "' .. accounts[n % #accounts + 1]
@@ -324,7 +324,8 @@ def graphql_writes(args: argparse.Namespace, db: Database, schema: str) -> None:
                 for clients in args.clients:
                     script = Path(tmp) / f"publish-{clients}.lua"
                     lua = PUBLISH_LUA.format(token=token, accounts=accounts, sha="a" * 64,
-                                             prefix=f"w{workers}-{clients}")  # fmt: skip
+                                             prefix=f"w{workers}-{clients}",
+                                             selection="__typename")  # fmt: skip
                     script.write_text(lua + WRK_DONE)
                     head, before = ledger.head(), server_seconds(server)
                     run = wrk(server.url + "/graphql", script, clients, args.seconds)
