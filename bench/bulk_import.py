@@ -19,13 +19,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
 from bench.append import Publisher, RawTable, mean_state_size
-from bench.common import server_name
+from bench.common import in_scratch_schema, server_name
 from ledger import Database, Ledger
 from ledger.importer import Status, run_import, to_line
 from ledger.vault import Vault
@@ -100,14 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         args.commands, args.bulk_batch = 4000, 1000
     if min(args.commands, args.repeats, args.accounts, args.batch, args.bulk_batch) < 1:
         parser.error("every count must be at least 1")
-    url = os.environ.get("LEDGER_DATABASE_URL") or None
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp, Database(url, Path(tmp)) as db:
-        db.create_schema(schema)
-        try:
-            measure(args, db, schema)
-        finally:
-            db.drop_schema(schema)
+    in_scratch_schema(lambda db, schema: measure(args, db, schema))
 
 
 if __name__ == "__main__":

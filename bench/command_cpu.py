@@ -22,15 +22,12 @@ import cProfile
 import os
 import pstats
 import statistics
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from bench.append import REGULATOR, Publisher, RawTable, mean_state_size
-from bench.common import server_name
+from bench.common import in_scratch_schema, server_name
 from ledger import Database, Ledger
 from ledger import commands as c
 from ledger.vault import Vault
@@ -126,14 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         args.commands, args.repeats = 200, 3
     if min(args.commands, args.repeats, args.batch) < 1:
         parser.error("--commands, --repeats and --batch must be at least 1")
-    url = os.environ.get("LEDGER_DATABASE_URL") or None
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp, Database(url, Path(tmp)) as db:
-        db.create_schema(schema)
-        try:
-            measure(args, db, schema)
-        finally:
-            db.drop_schema(schema)
+    in_scratch_schema(lambda db, schema: measure(args, db, schema))
 
 
 if __name__ == "__main__":

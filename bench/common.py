@@ -40,6 +40,23 @@ def fixed_key(name: str) -> bytes:
     return hashlib.sha256(name.encode()).digest()
 
 
+def in_scratch_schema(run: Callable[[Database, str], None]) -> None:
+    """`run(db, schema)` on a schema of its own, dropped afterwards: on LEDGER_DATABASE_URL's
+    server, else on an embedded one in a temporary folder."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    url = os.environ.get("LEDGER_DATABASE_URL") or None
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp, Database(url, Path(tmp)) as db:
+        db.create_schema(schema)
+        try:
+            run(db, schema)
+        finally:
+            db.drop_schema(schema)
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
+from bench.common import in_scratch_schema
 from ledger import Database, Ledger
 from ledger.demo import run_demo
 from ledger.vault import Vault
@@ -76,14 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.accounts, args.calls = 300, 100
-    url = os.environ.get("LEDGER_DATABASE_URL") or None
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp, Database(url, Path(tmp)) as db:
-        db.create_schema(schema)
-        try:
-            run(args, db, schema)
-        finally:
-            db.drop_schema(schema)
+    in_scratch_schema(lambda db, schema: run(args, db, schema))
 
 
 if __name__ == "__main__":
