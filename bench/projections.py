@@ -13,8 +13,11 @@ Catch-up, each `--repeats` times, interleaved so that drift falls on all alike:
 - raw read: the notifications paged with plain psycopg, 1,000 per query, as the
   projector reads them (`notification_id > %s ORDER BY notification_id LIMIT 1000`);
 - read + decode: the same, and each row made a domain event by the ledger's mapper;
-- rebuild: `projections.rebuild.rebuild` of every projection into a scratch schema
-  (reset, then replay of the whole log: read, decode, project, in one transaction a page).
+- rebuild by folding: `projections.rebuild.rebuild` of every projection into a scratch
+  schema, as `ledger rebuild` runs it: each read model's rows folded in memory over one
+  read of the log, written with COPY, indexed, swapped in (`projections.folds`);
+- rebuild in bulk: the same with `fold=False`, the projections' own statements replayed a
+  page a transaction, set-based where they can be (`projections.bulk`), as before folds.
 
 Live lag: a steady write load of `--rate` commands/s for `--seconds` s (`PublishPost` and
 `RecordReach`, alternating, on accounts registered for the run under a demo provider),
@@ -105,10 +108,12 @@ def read_decode(conn: psycopg.Connection[Any], ledger: Ledger) -> int:
     return n
 
 
-def project(db: Database, ledger: Ledger, chosen: Sequence[Projection], schema: str) -> int:
+def project(
+    db: Database, ledger: Ledger, chosen: Sequence[Projection], schema: str, fold: bool = True
+) -> int:
     progress = Progress("rebuild, events")
     try:
-        return rebuild(ledger, db, chosen, schema=schema, progress=progress)
+        return rebuild(ledger, db, chosen, schema=schema, progress=progress, fold=fold)
     finally:
         progress.close()
 
@@ -256,22 +261,23 @@ def benchmark(args: argparse.Namespace, db: Database, schema: str, read_schema: 
         # Warm-up: connections, prepared statements, the server's cache.
         read_raw(conn, ledger)
         read_decode(conn, ledger)
-        rates: dict[str, list[float]] = {"raw": [], "decode": [], "project": []}
+        rates: dict[str, list[float]] = {"raw": [], "decode": [], "project": [], "bulk": []}
         reads: dict[str, set[int]] = {k: set() for k in rates}
         # The rebuilding process's own CPU per event: what is left is the server's (and,
         # on a loaded machine, waiting for a core).
-        cpu: list[float] = []
+        cpu: dict[str, list[float]] = {"project": [], "bulk": []}
         for repeat in range(args.repeats):
             log(f"catch-up: repeat {repeat + 1} of {args.repeats}")
             for key, run in (
                 ("raw", lambda: read_raw(conn, ledger)),
                 ("decode", lambda: read_decode(conn, ledger)),
                 ("project", lambda: project(db, ledger, chosen, read_schema)),
+                ("bulk", lambda: project(db, ledger, chosen, read_schema, fold=False)),
             ):
                 started = time.process_time()
                 rate, n = events_per_second(run)
-                if key == "project":
-                    cpu.append((time.process_time() - started) / n)
+                if key in cpu:
+                    cpu[key].append((time.process_time() - started) / n)
                 rates[key].append(rate)
                 reads[key].add(n)
         assert all(r == {events} for r in reads.values()), reads
@@ -297,17 +303,19 @@ def benchmark(args: argparse.Namespace, db: Database, schema: str, read_schema: 
     for label, key in (
         ("raw read (psycopg)", "raw"),
         ("read + decode (mapper)", "decode"),
-        ("rebuild, all projections", "project"),
+        ("rebuild by folding, all", "project"),
+        ("rebuild in bulk (no folds), all", "bulk"),
     ):
         median = statistics.median(rates[key])
         print(f"{label:<36}{cell(key):>24}{events / median:>10.1f}{median / raw:>8.2f}")
-    per_event = statistics.median(cpu)
+    for key, label in (("project", "by folding"), ("bulk", "in bulk")):
+        per_event = statistics.median(cpu[key])
+        print(
+            f"rebuild {label}: {per_event * 1e6:.0f} us of this process's CPU per event"
+            f" (median), a ceiling of {1 / per_event:.0f} events/s for its Python alone"
+        )
     load = os.getloadavg()
-    print(
-        f"rebuild: {per_event * 1e6:.0f} us of this process's CPU per event (median), a"
-        f" ceiling of {1 / per_event:.0f} events/s for its Python alone;"
-        f" load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-    )
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
     print(
         f"\nlive: {result.commands} commands (PublishPost/RecordReach alternating) at "

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import Mapper, Notification
 from eventsourcing.utils import resolve_topic
 
@@ -81,6 +82,37 @@ def _hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+def _convert(value: Any) -> Any:
+    """What `_hook` makes of `value` once every dict in it has been through it."""
+    if type(value) is dict:
+        kind = value.get("_type_")
+        if kind is not None and len(value) == 2 and "_data_" in value:
+            rule = _TYPES.get(kind) if isinstance(kind, str) else None
+            if rule is None:
+                raise _Unknown(kind)
+            data = value["_data_"]
+            return rule(_convert(data) if type(data) in _NESTED else data)
+        return {k: _convert(v) if type(v) in _NESTED else v for k, v in value.items()}
+    if type(value) is list:
+        return [_convert(v) if type(v) in _NESTED else v for v in value]
+    return value
+
+
+_NESTED = frozenset((dict, list))
+
+
+def _load(state: bytes) -> Any:
+    """The stored JSON with its typed values converted: orjson, and json where orjson
+    refuses (a lone surrogate's escape, say), so both read what json reads."""
+    try:
+        loaded = orjson.loads(state)
+    except orjson.JSONDecodeError:
+        return json.loads(state, object_hook=_hook)
+    if not isinstance(loaded, dict):
+        return loaded
+    return _convert(loaded)
+
+
 class Decoder:
     """`decode(notification)` is the `LoggedEvent` the projector would make of it."""
 
@@ -90,10 +122,25 @@ class Decoder:
         self._versioned: dict[str, bool] = {}
 
     def decode(self, n: Notification) -> LoggedEvent:
-        event = self._fast(n) if self.plain and not self._upcast(n.topic) else None
+        return self.decode_row(n.id, n.originator_id, n.originator_version, n.topic, n.state)
+
+    def decode_row(
+        self, position: int, originator_id: UUID, version: int, topic: str, state: bytes
+    ) -> LoggedEvent:
+        """`decode` of the notification with these fields (a log row, as read)."""
+        event = None
+        if self.plain and not self._upcast(topic):
+            event = self._fast(position, originator_id, version, topic, state)
         if event is None:
+            n = Notification(
+                id=position,
+                originator_id=originator_id,
+                originator_version=version,
+                topic=topic,
+                state=state,
+            )
             event = LoggedEvent.from_notification(n, self.mapper.to_domain_event(n))
-        return storable(event, n.state)
+        return storable(event, state)
 
     def _upcast(self, topic: str) -> bool:
         versioned = self._versioned.get(topic)
@@ -103,9 +150,11 @@ class Decoder:
         return versioned
 
     @staticmethod
-    def _fast(n: Notification) -> LoggedEvent | None:
+    def _fast(
+        position: int, originator_id: UUID, version: int, topic: str, stored: bytes
+    ) -> LoggedEvent | None:
         try:
-            state = json.loads(n.state, object_hook=_hook)
+            state = _load(stored)
         except _Unknown:
             return None
         if not isinstance(state, dict) or "class_version" in state:
@@ -115,10 +164,10 @@ class Decoder:
             return None
         actor = state.get("actor")
         return LoggedEvent(
-            position=n.id,
-            originator_id=n.originator_id,  # type: ignore[arg-type]
-            originator_version=n.originator_version,
-            type=n.topic,
+            position=position,
+            originator_id=originator_id,
+            originator_version=version,
+            type=topic,
             timestamp=datetime.fromisoformat(stamp),
             actor=dict(actor) if isinstance(actor, _ActorDict) else None,
             payload={k: v for k, v in state.items() if k not in _ENVELOPE},
