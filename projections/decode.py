@@ -73,17 +73,9 @@ _TYPES: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _hook(obj: dict[str, Any]) -> Any:
-    if "_type_" in obj and len(obj) == 2 and "_data_" in obj:
-        rule = _TYPES.get(obj["_type_"])
-        if rule is None:
-            raise _Unknown(obj["_type_"])
-        return rule(obj["_data_"])
-    return obj
-
-
 def _convert(value: Any) -> Any:
-    """What `_hook` makes of `value` once every dict in it has been through it."""
+    """`value` with every `{"_type_": ..., "_data_": ...}` in it made what its rule makes
+    (innermost first); `_Unknown` for a type without a rule."""
     if type(value) is dict:
         kind = value.get("_type_")
         if kind is not None and len(value) == 2 and "_data_" in value:
@@ -101,16 +93,13 @@ def _convert(value: Any) -> Any:
 _NESTED = frozenset((dict, list))
 
 
-def _load(state: bytes) -> Any:
-    """The stored JSON with its typed values converted: orjson, and json where orjson
-    refuses (a lone surrogate's escape, say), so both read what json reads."""
+def _loads(stored: bytes) -> Any:
+    """orjson's reading, or json's where orjson refuses (a lone surrogate's escape, say),
+    so that whatever json reads is read."""
     try:
-        loaded = orjson.loads(state)
+        return orjson.loads(stored)
     except orjson.JSONDecodeError:
-        return json.loads(state, object_hook=_hook)
-    if not isinstance(loaded, dict):
-        return loaded
-    return _convert(loaded)
+        return json.loads(stored)
 
 
 class Decoder:
@@ -153,16 +142,25 @@ class Decoder:
     def _fast(
         position: int, originator_id: UUID, version: int, topic: str, stored: bytes
     ) -> LoggedEvent | None:
+        state = _loads(stored)
+        if type(state) is not dict or "class_version" in state or "_type_" in state:
+            return None
+        stamp = actor = None
+        payload = {}
         try:
-            state = _load(stored)
+            for key, value in state.items():
+                if type(value) in _NESTED:
+                    value = _convert(value)
+                if key not in _ENVELOPE:
+                    payload[key] = value
+                elif key == "timestamp":
+                    stamp = value
+                elif key == "actor":
+                    actor = value
         except _Unknown:
             return None
-        if not isinstance(state, dict) or "class_version" in state:
-            return None
-        stamp = state.get("timestamp")
         if not isinstance(stamp, str):
             return None
-        actor = state.get("actor")
         return LoggedEvent(
             position=position,
             originator_id=originator_id,
@@ -170,5 +168,5 @@ class Decoder:
             type=topic,
             timestamp=datetime.fromisoformat(stamp),
             actor=dict(actor) if isinstance(actor, _ActorDict) else None,
-            payload={k: v for k, v in state.items() if k not in _ENVELOPE},
+            payload=payload,
         )
