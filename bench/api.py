@@ -10,7 +10,9 @@ into the same schema. `--keep` leaves the schema in place and the next run reuse
 subscription measurement appends a few hundred events, so a kept data set grows by that
 much per run.
 
-Four servers, each one process on loopback with one pool of 10 PostgreSQL connections:
+Four servers, each one process on loopback with one pool of 10 PostgreSQL connections
+(`--ledger-workers N` runs the ledger's with N API processes, as `ledger serve` does by
+default with one per core):
 
 - ledger, cache off / cache on: `python -m api.cli serve --no-projector` (uvicorn,
   strawberry GraphQL, the bearer token looked up per request, the uvicorn access log on,
@@ -365,16 +367,19 @@ def start_ledger(
     cache: bool | None = None,
     workers: int = 1,
     env: dict[str, str] | None = None,
+    name: str | None = None,
 ) -> Server:
     """`ledger serve`; `cache` sets LEDGER_RESPONSE_CACHE (None: as in this environment),
-    `env` more of its environment."""
+    `env` more of its environment; `name` its name in the tables (by default from the
+    others)."""
     port = free_port()
     command = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(workers)]  # fmt: skip
     if not projector:
         command.append("--no-projector")
-    name = "ledger-projector" if projector else "ledger-cache" if cache else "ledger"
-    name += f"-{workers}" if workers > 1 else ""
+    if name is None:
+        name = "ledger-projector" if projector else "ledger-cache" if cache else "ledger"
+        name += f"-{workers}" if workers > 1 else ""
     environment = server_env(db, schema, tmp) | (env or {})
     if cache is not None:
         environment["LEDGER_RESPONSE_CACHE"] = "1" if cache else "0"
@@ -1227,8 +1232,12 @@ def measure(
     servers: list[Server] = []
     with running(servers):
         log("starting the ledger API (cache off, cache on) and the Starlette baseline")
-        servers.append(start_ledger(db, schema, tmp, projector=False, cache=False))
-        servers.append(start_ledger(db, schema, tmp, projector=False, cache=True))
+        for name, cache in (("ledger", False), ("ledger-cache", True)):
+            server = start_ledger(
+                db, schema, tmp, projector=False, cache=cache, workers=args.ledger_workers,
+                name=name,
+            )  # fmt: skip
+            servers.append(server)
         servers.append(start_baseline(db, schema, tmp))
         log("starting PostGraphile")
         try:
@@ -1520,6 +1529,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also publishPost over GraphQL at each --connections (default 1,16,64) against"
         " raw one-row transactions, and with LEDGER_COMPILE=0 (bench.api_writes)",
+    )
+    parser.add_argument(
+        "--ledger-workers",
+        type=int,
+        default=1,
+        help="API processes of the ledger servers for the reads (default 1, as the other"
+        " servers; `ledger serve` defaults to the number of cores)",
     )
     parser.add_argument(
         "--raw-rows", type=int, default=2000, help="rows per raw write run (default 2000)"
