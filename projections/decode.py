@@ -12,6 +12,7 @@ a cipher or compressor on the mapper) goes the ordinary way, so the two always a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable
@@ -56,21 +57,29 @@ class _ActorDict(dict[str, Any]):
 _actors: dict[tuple[Any, ...], dict[str, Any]] = {}
 
 
-def _actor(data: Any) -> _ActorDict:
+def _known_actor(data: Any) -> dict[str, Any]:
+    """The actor's dict, as `Actor.as_dict` gives it (kept for the next event by it)."""
     key = (data.get("id"), data.get("role"), data.get("provider_id"), len(data))
     found = _actors.get(key)
     if found is None:
-        found = Actor.from_dict(data).as_dict()
+        found = Actor.from_dict(_convert(data)).as_dict()
         if len(_actors) < 10_000:
             _actors[key] = found
-    return _ActorDict(found)
+    return found
 
 
 _TYPES: dict[str, Callable[[Any], Any]] = {
     "uuid_hex": _uuid,
     "datetime_iso": _datetime,
-    "actor": _actor,
+    "actor": lambda data: _ActorDict(_known_actor(data)),
 }
+
+
+def _wrapped(value: Any, kind: str) -> Any:
+    """The `_data_` of `value` if it is `{"_type_": kind, "_data_": ...}`, else None."""
+    if type(value) is dict and len(value) == 2 and value.get("_type_") == kind:
+        return value.get("_data_")
+    return None
 
 
 def _convert(value: Any) -> Any:
@@ -102,13 +111,77 @@ def _loads(stored: bytes) -> Any:
         return json.loads(stored)
 
 
+def decode_plain(
+    position: int, originator_id: UUID, version: int, topic: str, stored: bytes
+) -> LoggedEvent | None:
+    """The event a log row holds, read from its JSON as a mapper without cipher or
+    compressor stored it; None where only the mapper can read it (an event class with
+    upcasters, a value of a type without a rule here)."""
+    if _versioned(topic):
+        return None
+    state = _loads(stored)
+    if type(state) is not dict or "class_version" in state or "_type_" in state:
+        return None
+    payload = {}
+    try:
+        for key, value in state.items():
+            if key not in _ENVELOPE:
+                payload[key] = _convert(value) if type(value) in _NESTED else value
+        timestamp = _timestamp(state.get("timestamp"))
+        actor = _event_actor(state.get("actor"))
+    except _Unknown:
+        return None
+    if timestamp is None:
+        return None
+    event = LoggedEvent(
+        position=position,
+        originator_id=originator_id,
+        originator_version=version,
+        type=topic,
+        timestamp=timestamp,
+        actor=actor,
+        payload=payload,
+    )
+    return storable(event, stored)
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """The envelope's timestamp: stored as `datetime_iso`, read once."""
+    data = _wrapped(value, "datetime_iso")
+    if type(data) is str:
+        return datetime.fromisoformat(data)
+    value = _convert(value) if type(value) in _NESTED else value
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def _event_actor(value: Any) -> dict[str, Any] | None:
+    """The envelope's actor: stored as `actor`, of plain values; None for anything else."""
+    data = _wrapped(value, "actor")
+    if type(data) is dict:
+        with contextlib.suppress(TypeError):  # a dict or list as its id: the general way
+            return dict(_known_actor(data))
+    value = _convert(value) if type(value) in _NESTED else value
+    return dict(value) if isinstance(value, _ActorDict) else None
+
+
+_VERSIONED: dict[str, bool] = {}
+
+
+def _versioned(topic: str) -> bool:
+    """Whether the topic's event class has upcasters (a class version above 1)."""
+    versioned = _VERSIONED.get(topic)
+    if versioned is None:
+        versioned = getattr(resolve_topic(topic), "class_version", 1) != 1
+        _VERSIONED[topic] = versioned
+    return versioned
+
+
 class Decoder:
     """`decode(notification)` is the `LoggedEvent` the projector would make of it."""
 
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.mapper = mapper
         self.plain = mapper.cipher is None and mapper.compressor is None
-        self._versioned: dict[str, bool] = {}
 
     def decode(self, n: Notification) -> LoggedEvent:
         return self.decode_row(n.id, n.originator_id, n.originator_version, n.topic, n.state)
@@ -117,56 +190,13 @@ class Decoder:
         self, position: int, originator_id: UUID, version: int, topic: str, state: bytes
     ) -> LoggedEvent:
         """`decode` of the notification with these fields (a log row, as read)."""
-        event = None
-        if self.plain and not self._upcast(topic):
-            event = self._fast(position, originator_id, version, topic, state)
-        if event is None:
-            n = Notification(
-                id=position,
-                originator_id=originator_id,
-                originator_version=version,
-                topic=topic,
-                state=state,
-            )
-            event = LoggedEvent.from_notification(n, self.mapper.to_domain_event(n))
-        return storable(event, state)
-
-    def _upcast(self, topic: str) -> bool:
-        versioned = self._versioned.get(topic)
-        if versioned is None:
-            versioned = getattr(resolve_topic(topic), "class_version", 1) != 1
-            self._versioned[topic] = versioned
-        return versioned
-
-    @staticmethod
-    def _fast(
-        position: int, originator_id: UUID, version: int, topic: str, stored: bytes
-    ) -> LoggedEvent | None:
-        state = _loads(stored)
-        if type(state) is not dict or "class_version" in state or "_type_" in state:
-            return None
-        stamp = actor = None
-        payload = {}
-        try:
-            for key, value in state.items():
-                if type(value) in _NESTED:
-                    value = _convert(value)
-                if key not in _ENVELOPE:
-                    payload[key] = value
-                elif key == "timestamp":
-                    stamp = value
-                elif key == "actor":
-                    actor = value
-        except _Unknown:
-            return None
-        if not isinstance(stamp, str):
-            return None
-        return LoggedEvent(
-            position=position,
+        if self.plain and (event := decode_plain(position, originator_id, version, topic, state)):
+            return event
+        n = Notification(
+            id=position,
             originator_id=originator_id,
             originator_version=version,
-            type=topic,
-            timestamp=datetime.fromisoformat(stamp),
-            actor=dict(actor) if isinstance(actor, _ActorDict) else None,
-            payload=payload,
+            topic=topic,
+            state=state,
         )
+        return storable(LoggedEvent.from_notification(n, self.mapper.to_domain_event(n)), state)

@@ -16,12 +16,50 @@ from projections.folds.posts import PostsFold
 from projections.history import SUMMARIES, _values
 
 
+class OwnersFold(Fold):
+    """Only who owns each account and post: what history needs of the posts and accounts
+    folds, for a process that folds history alone (`projections.folds.run`). An account
+    or post is known from the event that inserts its row there, and never changes owner."""
+
+    name = "owners"
+
+    def __init__(self, ruleset: Ruleset, folds: Mapping[str, Fold]) -> None:
+        super().__init__(ruleset, folds)
+        self.accounts: dict[str, str] = {}
+        self.posts: dict[str, tuple[str, str]] = {}
+        self.handlers = {"Account.Registered": self.registered, "Post.Published": self.published}
+
+    def rows(self) -> Mapping[str, Iterable[Sequence[Any]]]:
+        return {}
+
+    def registered(self, e: LoggedEvent, oid: str) -> None:
+        self.accounts.setdefault(oid, e.payload["provider_id"])
+
+    def published(self, e: LoggedEvent, oid: str) -> None:
+        self.posts.setdefault(oid, (e.payload["account_id"], e.payload["provider_id"]))
+
+    def provider(self, account_id: str) -> str | None:
+        return self.accounts.get(account_id)
+
+    def owner(self, post_id: str) -> tuple[str, str] | None:
+        return self.posts.get(post_id)
+
+
 class _Owned(Fold):
+    """A fold that reads owners: from the posts and accounts folds, or the owners one."""
+
     def __init__(self, ruleset: Ruleset, folds: Mapping[str, Fold]) -> None:
         super().__init__(ruleset, folds)
         posts, accounts = folds.get("posts"), folds.get("accounts")
-        self.posts = posts if isinstance(posts, PostsFold) else None
-        self.accounts = accounts if isinstance(accounts, AccountsFold) else None
+        owners = folds.get("owners")
+        self.posts: PostsFold | OwnersFold | None = (
+            posts if isinstance(posts, PostsFold) else owners if isinstance(owners, OwnersFold)
+            else None
+        )  # fmt: skip
+        self.accounts: AccountsFold | OwnersFold | None = (
+            accounts if isinstance(accounts, AccountsFold)
+            else owners if isinstance(owners, OwnersFold) else None
+        )  # fmt: skip
 
 
 class HistoryFold(_Owned):

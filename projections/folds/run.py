@@ -1,32 +1,48 @@
 """Folding the whole log into a `BulkProjector`'s fresh tables (see `projections.folds`).
 
-The log is read once, in pages, by a thread that also decodes (`projections.decode`), so
-the server's work on the next page overlaps this thread's folding. Each event goes to
-every fold that handles its type, in dependency order (a fold reads only the rows of the
-folds before it). Then, in one transaction: every fold's rows are written with COPY,
-each fold's closing SQL runs (the figures recounted from the rows), and the positions
-move to the last event read. A fold that raises leaves the tables empty and returns
-None: the caller then takes the bulk path from position zero.
+The log is read up to the head it had when the fold began, in pages, by a thread that
+also decodes (`projections.decode`), so the server's work on the next page overlaps the
+folding of this one. Each event goes to every fold that handles its type, in dependency
+order (a fold reads only the rows of the folds before it).
+
+History, a row per event and the most work, is folded in a second process when other
+read models are rebuilt with it, so the two halves share the machine's cores: that
+process reads and decodes the log itself, learns who owns each account and post from
+the events that create them (`OwnersFold`), and streams its rows into the table with one
+COPY as it goes, committing when done.
+
+This process then writes every other fold's rows with COPY, runs each fold's closing SQL
+(the figures recounted from the rows) and moves the positions to the head, in one
+transaction. A fold that raises anywhere leaves the tables empty and returns None: the
+caller then takes the bulk path from position zero.
 """
 
 from __future__ import annotations
 
+import gc
+import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
 
 from ledger.log import LoggedEvent
+from ledger.ruleset import Ruleset
 from projections.base import Projection
 from projections.bulk import BulkProjector
 from projections.folds import FOLDS
-from projections.folds.base import Apply, Fold
+from projections.folds.base import Apply, Fold, Unfoldable
 
 log = logging.getLogger("ledger.rebuild")
 PAGE = 20_000
+Decode = Callable[[int, UUID, int, str, bytes], LoggedEvent]
 
 
 def foldable(projections: Sequence[Projection]) -> bool:
@@ -38,38 +54,65 @@ def fold_into(
 ) -> int | None:
     """Fold the log into the projector's fresh tables, which must be empty at position 0;
     return the events read, or None when an event is beyond the folds (nothing written)."""
-    ruleset = projector.ledger.ruleset
-    folds: dict[str, Fold] = {}
-    for p in projector.projections:
-        folds[p.name] = FOLDS[p.name](ruleset, folds)
-    routes = _routes(folds.values())
-    read, last = 0, 0
-    pages = _pages(projector)
+    head = projector.ledger.head()
+    names = [p.name for p in projector.projections]
+    apart = "history" in names and len(names) > 1 and projector.decoder.plain
+    here = [name for name in names if not (apart and name == "history")]
+    history = _HistoryApart(projector, head) if apart else None
+    # What the folds keep lives until they are written: the cyclic collector would only
+    # walk it again and again as it grows.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        read, folds = _fold(projector, here, head, progress)
+        if history is not None:
+            history.result()
+        _write(projector.conn, folds, head, names)
+        return read
+    except Exception as exc:  # any surprise sends the rebuild the bulk way
+        log.warning("rebuild: an event is beyond the folds (%s); rebuilding in bulk", exc)
+    finally:
+        if collecting:
+            gc.enable()
+        if history is not None:
+            history.stop()
+    _empty(projector)
+    return None
+
+
+def _fold(
+    projector: BulkProjector,
+    names: Sequence[str],
+    head: int,
+    progress: Callable[[int], None] | None,
+) -> tuple[int, list[Fold]]:
+    folds = _folds(projector.ledger.ruleset, names)
+    by_type = routes(folds)
+    read = 0
+    query, decode = _query(projector), projector.decoder.decode_row
+    pages = log_pages(projector.database.conninfo, query, head, decode)
     try:
         for page in pages:
             for event in page:
                 oid = str(event.originator_id)
-                for apply in routes.get(event.type, ()):
+                for apply in by_type.get(event.type, ()):
                     apply(event, oid)
             read += len(page)
-            last = page[-1].position
             if progress:
-                progress(last)
-    except Exception as exc:  # any surprise sends the rebuild the bulk way
-        log.warning("rebuild: an event is beyond the folds (%s); rebuilding in bulk", exc)
-        return None
+                progress(page[-1].position)
     finally:
         pages.close()
-    try:
-        _write(projector.conn, folds.values(), last)
-    except psycopg.Error as exc:
-        projector.conn.rollback()
-        log.warning("rebuild: writing the folded rows failed (%s); rebuilding in bulk", exc)
-        return None
-    return read
+    return read, folds
 
 
-def _routes(folds: Sequence[Fold] | Any) -> dict[str, list[Apply]]:
+def _folds(ruleset: Ruleset, names: Iterable[str]) -> list[Fold]:
+    folds: dict[str, Fold] = {}
+    for name in names:
+        folds[name] = FOLDS[name](ruleset, folds)
+    return list(folds.values())
+
+
+def routes(folds: Iterable[Fold]) -> dict[str, list[Apply]]:
     routes: dict[str, list[Apply]] = {}
     for fold in folds:
         for topic, apply in fold.handlers.items():
@@ -77,21 +120,27 @@ def _routes(folds: Sequence[Fold] | Any) -> dict[str, list[Apply]]:
     return routes
 
 
-def _pages(projector: BulkProjector) -> Iterator[list[LoggedEvent]]:
-    """The decoded log, a page at a time, the next page read while this one is folded."""
-    decode = projector.decoder.decode_row
+def _query(projector: BulkProjector) -> str:
     query = sql.SQL(
         "SELECT notification_id, originator_id, originator_version, topic, state FROM {}"
-        " WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+        " WHERE notification_id > %s AND notification_id <= %s"
+        " ORDER BY notification_id LIMIT %s"
     ).format(projector.events_table)
+    return query.as_string(projector.conn)
+
+
+def log_pages(conninfo: str, query: str, head: int, decode: Decode) -> Iterator[list[LoggedEvent]]:
+    """The decoded log up to `head`, a page at a time, the next read while this one is
+    folded."""
     with (
-        projector.database.connect(projector.schema, autocommit=True) as conn,
+        psycopg.connect(conninfo, autocommit=True) as conn,
         ThreadPoolExecutor(1, thread_name_prefix="ledger-fold-read") as pool,
     ):
         cursor = conn.cursor(binary=True)
 
         def page_after(after: int) -> list[LoggedEvent]:
-            return [decode(*row) for row in cursor.execute(query, (after, PAGE))]
+            rows = cursor.execute(query, (after, head, PAGE))  # type: ignore[arg-type]
+            return [decode(*row) for row in rows]
 
         ahead = pool.submit(page_after, 0)
         while page := ahead.result():
@@ -99,7 +148,47 @@ def _pages(projector: BulkProjector) -> Iterator[list[LoggedEvent]]:
             yield page
 
 
-def _write(conn: psycopg.Connection[Any], folds: Sequence[Fold] | Any, last: int) -> None:
+# ----- history, in a process of its own --------------------------------------------------
+
+
+class _HistoryApart:
+    """`python -m projections.folds.apart` folding history into the projector's schema;
+    its job in its environment (which only its user can read: the conninfo is in it)."""
+
+    def __init__(self, projector: BulkProjector, head: int) -> None:
+        job = {
+            "conninfo": projector.database.conninfo,
+            "schema": projector.schema,
+            "query": _query(projector),
+            "head": head,
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "projections.folds.apart"],
+            env={**os.environ, "LEDGER_FOLD_JOB": json.dumps(job)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.output: tuple[bytes, bytes] | None = None
+
+    def result(self) -> int:
+        out, err = self.output = self.process.communicate()
+        if self.process.returncode != 0:
+            raise Unfoldable(f"history, in its own process: {err.decode(errors='replace')[-500:]}")
+        return int(out)
+
+    def stop(self) -> None:
+        """Stopped and waited for: its rows, committed or not, are in the tables or never."""
+        if self.output is None:
+            self.process.kill()
+            self.output = self.process.communicate()
+
+
+# ----- writing ----------------------------------------------------------------------------
+
+
+def _write(
+    conn: psycopg.Connection[Any], folds: Sequence[Fold], head: int, names: list[str]
+) -> None:
     with conn.transaction():
         for fold in folds:
             for table, rows in fold.rows().items():
@@ -116,5 +205,14 @@ def _write(conn: psycopg.Connection[Any], folds: Sequence[Fold] | Any, last: int
         conn.execute(
             "UPDATE projection_positions SET position = %s, updated_at = now()"
             " WHERE name = ANY(%s)",
-            (last, [fold.name for fold in folds]),
+            (head, names),
         )
+
+
+def _empty(projector: BulkProjector) -> None:
+    """Every table of the projector's projections emptied (the fold wrote some)."""
+    conn = projector.conn
+    conn.rollback()
+    with conn.transaction():
+        for table in (t for p in projector.projections for t in p.tables):
+            conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
