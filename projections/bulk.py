@@ -35,7 +35,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -765,15 +765,16 @@ class BulkProjector(Projector):
         self._ahead: tuple[tuple[int, int], Future[Any]] | None = None
         self._decoded: dict[int, LoggedEvent] = {}
 
-    def setup(self) -> None:
-        """Create the tables (unlogged, without their plain indexes) and position rows."""
+    def setup(self, logged: Collection[str] = ()) -> None:
+        """Create the tables (unlogged but those of the projections named in `logged`,
+        without their plain indexes) and position rows."""
         self.database.create_schema(self.schema)
         conn = self.conn
         with conn.transaction():
             conn.execute(positions.DDL)
             for p in self.projections:
                 for statement in split_ddl(p.ddl)[0]:
-                    conn.execute(unlogged(statement))
+                    conn.execute(statement if p.name in logged else unlogged(statement))
                 conn.execute(
                     "INSERT INTO projection_positions (name, position, version) VALUES (%s, 0, %s)"
                     " ON CONFLICT (name) DO NOTHING",

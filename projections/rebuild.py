@@ -46,10 +46,13 @@ def rebuild(
     fresh = BulkProjector(ledger, database, scratch, projections)
     try:
         live.setup()
-        fresh.setup()
+        folding = fold and foldable(projections)
+        # History's rows stream in from a process of its own while the rest is folded:
+        # logged as they come, not rewritten to be logged at the end.
+        fresh.setup(logged=("history",) if folding else ())
         head = ledger.head()
         on_page = (lambda pos: progress(pos, head)) if progress else None
-        folded = fold_into(fresh, on_page) if fold and foldable(projections) else None
+        folded = fold_into(fresh, on_page) if folding else None
         events = folded if folded is not None else fresh.catch_up(progress=on_page)
         fresh.finish()
         conn = fresh.conn

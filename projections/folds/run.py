@@ -65,9 +65,7 @@ def fold_into(
     gc.disable()
     try:
         read, folds = _fold(projector, here, head, progress)
-        if history is not None:
-            history.result()
-        _write(projector.conn, folds, head, names)
+        _write(projector.conn, folds, head, names, history)
         return read
     except Exception as exc:  # any surprise sends the rebuild the bulk way
         log.warning("rebuild: an event is beyond the folds (%s); rebuilding in bulk", exc)
@@ -187,8 +185,15 @@ class _HistoryApart:
 
 
 def _write(
-    conn: psycopg.Connection[Any], folds: Sequence[Fold], head: int, names: list[str]
+    conn: psycopg.Connection[Any],
+    folds: Sequence[Fold],
+    head: int,
+    names: list[str],
+    history: _HistoryApart | None,
 ) -> None:
+    """The folds' rows, their closing SQL and the positions, in one transaction, which
+    commits once history's process has committed its rows (while it is still folding,
+    these are being written)."""
     with conn.transaction():
         for fold in folds:
             for table, rows in fold.rows().items():
@@ -202,6 +207,8 @@ def _write(
         for fold in folds:
             for query, params in fold.statements_after():
                 conn.execute(query, params)
+        if history is not None:
+            history.result()
         conn.execute(
             "UPDATE projection_positions SET position = %s, updated_at = now()"
             " WHERE name = ANY(%s)",
