@@ -6,7 +6,9 @@ one-row transactions at the same client counts (bench.append's `RawTable`: the l
 insert with its table lock and NOTIFY, rows of the ledger's mean event size, one thread
 and connection per client). Then the same GraphQL load on a server with
 `LEDGER_COMPILE=0` (strawberry runs every mutation). Rounds interleave the client counts;
-the table gives medians. Each run starts on a fresh schema."""
+the table gives medians. Each run starts on a fresh schema. For the compiled runs, the CPU
+each kind of process spent per command recorded (API processes, projector, sealer,
+deliverer, PostgreSQL's server processes), read from /proc before and after each run."""
 
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ class Figures:
     rates: dict[tuple[str, int], list[float]] = field(default_factory=dict)  # (what, clients)
     p99: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)  # requests not answered 2xx
+    # (what, clients) -> per process kind, CPU seconds per command of each run
+    cpu: dict[tuple[str, int], dict[str, list[float]]] = field(default_factory=dict)
 
     def add(self, what: str, clients: int, rate: float, p99_ms: float) -> None:
         self.rates.setdefault((what, clients), []).append(rate)
@@ -68,8 +72,14 @@ def graphql_runs(
                                              prefix=prefix, selection=SELECTION)  # fmt: skip
                     script.write_text(lua + WRK_DONE)
                     head = ledger.head()
+                    before = cpu_by_kind()
                     run = wrk(server.url + "/graphql", script, clients, args.seconds)
+                    spent = cpu_by_kind()
                     recorded = ledger.head() - head
+                    by_kind = figures.cpu.setdefault((label, clients), {})
+                    for kind, seconds in spent.items():
+                        used = (seconds - before.get(kind, 0.0)) / max(1, recorded)
+                        by_kind.setdefault(kind, []).append(used)
                     if recorded < run.requests - run.errors:
                         raise RuntimeError(f"{label} c={clients}: {recorded} recorded of"
                                            f" {run.requests - run.errors} answered")  # fmt: skip
@@ -82,6 +92,36 @@ def graphql_runs(
                         f"  {run.errors} not 2xx")  # fmt: skip
         finally:
             server.stop()
+
+
+# Where a command's CPU goes: each process on this machine by what its command line says it
+# is (Linux's /proc; wrk has ended when it is read, so it is not counted).
+KINDS = (
+    ("projector", "--only projector"),
+    ("sealer", "--only sealer"),
+    ("deliver", "api.cli deliver"),
+    ("api", "api.cli serve"),
+    ("api", "spawn_main"),
+    ("postgres", "postgres"),
+)
+
+
+def cpu_by_kind() -> dict[str, float]:
+    """CPU seconds (user + system) so far of the processes of each kind."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kind = next((k for k, marker in KINDS if marker in command), None)
+        if kind is not None:
+            totals[kind] = totals.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return totals
 
 
 def raw_runs(args: argparse.Namespace, raws: list[RawTable], figures: Figures) -> None:
@@ -148,6 +188,15 @@ def report(args: argparse.Namespace, figures: Figures, load: tuple[float, float]
     for what, count in figures.errors.items():
         if count:
             print(f"{what}: {count} requests not answered 2xx (OVERLOADED, or cut at a run's end)")
+    print("\nCPU per compiled command, us (median of the runs; api: the API processes,"
+          " postgres: every server process, wrk not counted)")  # fmt: skip
+    kinds = list(dict.fromkeys(k for k, _ in KINDS))
+    print(f"{'clients':<9}" + "".join(f"{k:>11}" for k in kinds) + f"{'total':>11}")
+    for clients in args.connections:
+        found = figures.cpu.get(("compiled", clients), {})
+        used = {k: statistics.median(found[k]) * 1e6 if found.get(k) else 0.0 for k in kinds}
+        print(f"{clients:<9}" + "".join(f"{used[k]:>11.0f}" for k in kinds)
+              + f"{sum(used.values()):>11.0f}")  # fmt: skip
     met = [c for c in args.connections if c >= 16 and figures.rate("compiled", c) >= 1000]
     goal = [c for c in args.connections if c >= 16]
     print(

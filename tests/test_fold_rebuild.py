@@ -130,6 +130,15 @@ def test_a_rebuild_of_some_read_models_folds_them_and_their_dependencies(
             assert _compare(conn, schema, target, table, 3).count == 0, table
 
 
+@pytest.mark.parametrize(
+    ("topic", "field"),
+    [
+        # A field every handler of a post reads: this process's folds stop on it.
+        ("Post.Published", "ref"),
+        # A field only history's summary reads: history's own process stops on it.
+        ("Account.IdentityErased", "reason"),
+    ],
+)
 def test_an_event_beyond_the_folds_sends_the_rebuild_the_bulk_way(
     ledger: Ledger,
     database: Database,
@@ -137,15 +146,18 @@ def test_an_event_beyond_the_folds_sends_the_rebuild_the_bulk_way(
     target: str,
     clock: Clock,
     caplog: pytest.LogCaptureFixture,
+    topic: str,
+    field: str,
 ) -> None:
     varied_history(ledger, clock, database, schema)
     with database.connect(schema, autocommit=True) as conn:
-        # A stored post lacks a field every handler reads (written by an old release, say):
-        # the event-by-event projector records it as a dead letter.
+        # A stored event lacks a field (written by an old release, say): the event-by-event
+        # projector records it as a dead letter of the projections that read it.
         conn.execute(
             "UPDATE ledger_events SET state = convert_to(replace(convert_from(state, 'UTF8'),"
-            " '\"ref\":', '\"reference\":'), 'UTF8') WHERE notification_id = (SELECT"
-            " min(notification_id) FROM ledger_events WHERE topic = 'Post.Published')"
+            " %s, %s), 'UTF8') WHERE notification_id = (SELECT"
+            " min(notification_id) FROM ledger_events WHERE topic = %s)",
+            (f'"{field}":', f'"old_{field}":', topic),
         )
     project_event_by_event(ledger, database, schema)
     with caplog.at_level(logging.WARNING, logger="ledger.rebuild"):
