@@ -18,6 +18,7 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
+from ledger.database import CONNECT_TIMEOUT_S
 from ledger.log import LoggedEvent
 from ledger.ruleset import load_ruleset
 from projections.decode import decode_plain
@@ -45,7 +46,8 @@ def fold_history(conninfo: str, schema: str, query: str, head: int) -> int:
         sql.Identifier(schema), sql.SQL(", ").join(map(sql.Identifier, history.columns["history"]))
     )
     written = 0
-    with psycopg.connect(conninfo) as conn, conn.cursor().copy(copy) as out:
+    connection = psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT_S)
+    with connection as conn, conn.cursor().copy(copy) as out:
         for page in log_pages(conninfo, query, head, _decode):
             for event in page:
                 oid = str(event.originator_id)

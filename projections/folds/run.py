@@ -33,6 +33,7 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
+from ledger.database import CONNECT_TIMEOUT_S
 from ledger.log import LoggedEvent
 from ledger.ruleset import Ruleset
 from projections.base import Projection
@@ -131,7 +132,7 @@ def log_pages(conninfo: str, query: str, head: int, decode: Decode) -> Iterator[
     """The decoded log up to `head`, a page at a time, the next read while this one is
     folded."""
     with (
-        psycopg.connect(conninfo, autocommit=True) as conn,
+        psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn,
         ThreadPoolExecutor(1, thread_name_prefix="ledger-fold-read") as pool,
     ):
         cursor = conn.cursor(binary=True)
