@@ -22,7 +22,7 @@ from tests.conftest import Clock
 from tests.test_bulk_rebuild import HOSTILE, varied_history
 from tests.world import REGULATOR, World
 
-BEYOND = "rebuild: an event is beyond the folds"
+BEYOND = "rebuild: folding stopped"
 
 
 @pytest.fixture

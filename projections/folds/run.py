@@ -54,7 +54,8 @@ def fold_into(
     projector: BulkProjector, progress: Callable[[int], None] | None = None
 ) -> int | None:
     """Fold the log into the projector's fresh tables, which must be empty at position 0;
-    return the events read, or None when an event is beyond the folds (nothing written)."""
+    return the events read, or None when an event is beyond the folds or anything else
+    stops them (nothing kept)."""
     head = projector.ledger.head()
     names = [p.name for p in projector.projections]
     apart = "history" in names and len(names) > 1 and projector.decoder.plain
@@ -69,7 +70,7 @@ def fold_into(
         _write(projector.conn, folds, head, names, history)
         return read
     except Exception as exc:  # any surprise sends the rebuild the bulk way
-        log.warning("rebuild: an event is beyond the folds (%s); rebuilding in bulk", exc)
+        log.warning("rebuild: folding stopped (%s); rebuilding in bulk", exc)
     finally:
         if collecting:
             gc.enable()
