@@ -184,7 +184,13 @@ class Decoder:
         self.plain = mapper.cipher is None and mapper.compressor is None
 
     def decode(self, n: Notification) -> LoggedEvent:
-        return self.decode_row(n.id, n.originator_id, n.originator_version, n.topic, n.state)
+        return self.decode_row(
+            n.id,
+            n.originator_id,  # type: ignore[arg-type]  # a UUID, as the store reads it
+            n.originator_version,
+            n.topic,
+            n.state,
+        )
 
     def decode_row(
         self, position: int, originator_id: UUID, version: int, topic: str, state: bytes

@@ -20,7 +20,7 @@ from ledger.log import LoggedEvent
 from ledger.ruleset import Ruleset
 
 Row = list[Any]
-Apply = Callable[[LoggedEvent, str], None]  # (event, its originator id as text)
+Apply = Callable[[LoggedEvent, str], object]  # (event, its originator id as text)
 
 
 class Unfoldable(Exception):

@@ -25,7 +25,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import UUID
@@ -129,7 +129,9 @@ def _query(projector: BulkProjector) -> str:
     return query.as_string(projector.conn)
 
 
-def log_pages(conninfo: str, query: str, head: int, decode: Decode) -> Iterator[list[LoggedEvent]]:
+def log_pages(
+    conninfo: str, query: str, head: int, decode: Decode
+) -> Generator[list[LoggedEvent], None, None]:
     """The decoded log up to `head`, a page at a time, the next read while this one is
     folded."""
     with (
@@ -139,7 +141,7 @@ def log_pages(conninfo: str, query: str, head: int, decode: Decode) -> Iterator[
         cursor = conn.cursor(binary=True)
 
         def page_after(after: int) -> list[LoggedEvent]:
-            rows = cursor.execute(query, (after, head, PAGE))  # type: ignore[arg-type]
+            rows = cursor.execute(query, (after, head, PAGE))
             return [decode(*row) for row in rows]
 
         ahead = pool.submit(page_after, 0)
