@@ -23,10 +23,14 @@ COLUMNS = (
     "restricted_until", "sanctions_by_level", "post_count", "position", "last_position",
 )  # fmt: skip
 _AT = {name: i for i, name in enumerate(COLUMNS)}
-PROVIDER, GRANTS, SANCTIONS, BY_LEVEL = 1, 20, 23, 27
-POST_COUNT, LAST = 28, 30
+PROVIDER, GRANTS, SANCTIONS = _AT["provider_id"], _AT["news_grants"], _AT["active_sanctions"]
+BY_LEVEL, POST_COUNT, LAST = _AT["sanctions_by_level"], _AT["post_count"], _AT["last_position"]
 # The status-changing levels and the column holding the latest expiry of each.
-_UNTIL = (("closed", 24), ("updates_suspended", 25), ("publishing_restricted", 26))
+_UNTIL = (
+    ("closed", _AT["closed_until"]),
+    ("updates_suspended", _AT["suspended_until"]),
+    ("publishing_restricted", _AT["restricted_until"]),
+)
 
 
 def _latest(expiries: list[str | None]) -> datetime | str | None:

@@ -133,7 +133,10 @@ class FlaggedPostsFold(_Owned):
 
     def removed(self, e: LoggedEvent, oid: str) -> None:
         for row in self.by_post.get(oid, ()):
-            row[7] = e.timestamp
+            row[_REMOVED_AT] = e.timestamp
+
+
+_REMOVED_AT = FlaggedPostsFold.columns["flagged_posts"].index("removed_at")
 
 
 class DisclosuresFold(_Owned):

@@ -14,8 +14,15 @@ COLUMNS = (
     "source_post_id", "published_at", "views", "reposts", "reports_open", "reports_total",
     "removed_at", "removal_reason", "removal_rule_ids", "position", "last_position",
 )  # fmt: skip
-ACCOUNT, PROVIDER = 1, 2
-VIEWS, REPOSTS, OPEN, TOTAL, REMOVED_AT, REASON, RULES, LAST = 9, 10, 11, 12, 13, 14, 15, 17
+_AT = {name: i for i, name in enumerate(COLUMNS)}
+ACCOUNT, PROVIDER, VIEWS, REPOSTS = (
+    _AT["account_id"],
+    _AT["provider_id"],
+    _AT["views"],
+    _AT["reposts"],
+)
+OPEN, TOTAL, LAST = _AT["reports_open"], _AT["reports_total"], _AT["last_position"]
+REMOVED_AT, REASON, RULES = _AT["removed_at"], _AT["removal_reason"], _AT["removal_rule_ids"]
 
 
 class PostsFold(Fold):

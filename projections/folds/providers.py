@@ -22,7 +22,10 @@ REPORT_COLUMNS = (
     "resolved_at", "handler_id", "handler_role", "seconds_to_resolve", "resolution_bucket",
     "position",
 )  # fmt: skip
-QUALIFICATIONS, LAST = 5, 7
+QUALIFICATIONS = PROVIDER_COLUMNS.index("qualifications")
+LAST = PROVIDER_COLUMNS.index("last_position")
+# A resolution sets these, in this order.
+RESOLVED = slice(REPORT_COLUMNS.index("outcome"), REPORT_COLUMNS.index("resolution_bucket") + 1)
 
 
 class ProvidersFold(Fold):
@@ -78,5 +81,5 @@ class ProvidersFold(Fold):
         row = self.reports.get(p["report_id"])
         if row is not None:
             seconds = p["seconds_to_resolve"]
-            row[6:12] = [p["outcome"], e.timestamp, actor_id(e), actor_role(e), seconds,
+            row[RESOLVED] = [p["outcome"], e.timestamp, actor_id(e), actor_role(e), seconds,
                          providers.resolution_bucket(seconds)]  # fmt: skip
