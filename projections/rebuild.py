@@ -13,7 +13,7 @@ from ledger.application import Ledger
 from ledger.database import Database
 from projections.base import Projection
 from projections.bulk import BulkProjector
-from projections.folds.run import fold_into, foldable
+from projections.folds.run import APART, fold_into, foldable
 from projections.positions import read_positions
 from projections.runner import Projector
 
@@ -34,7 +34,8 @@ def rebuild(
     then logged and indexed before the swap. They are filled by folding
     (`projections.folds`: every read model's rows kept in memory over one read of the
     log, then written with COPY) when every projection asked for has a fold and `fold`
-    is true; otherwise, or when an event is beyond the folds, in bulk
+    is true; otherwise, or when an event is beyond the folds or anything else stops them,
+    in bulk
     (`projections.bulk`: the projections' own statements, set-based where they can be).
 
     The live tables stay as they were until the swap, one transaction that holds the
@@ -47,12 +48,12 @@ def rebuild(
     try:
         live.setup()
         folding = fold and foldable(projections)
-        # History's rows stream in from a process of its own while the rest is folded:
+        # The read model folded apart streams its rows in while the rest is folded:
         # logged as they come, not rewritten to be logged at the end.
-        fresh.setup(logged=("history",) if folding else ())
+        fresh.setup(logged=(APART,) if folding else ())
         head = ledger.head()
         on_page = (lambda pos: progress(pos, head)) if progress else None
-        folded = fold_into(fresh, on_page) if folding else None
+        folded = fold_into(fresh, head, on_page) if folding else None
         events = folded if folded is not None else fresh.catch_up(progress=on_page)
         fresh.finish()
         conn = fresh.conn

@@ -24,7 +24,7 @@ from ledger.ruleset import load_ruleset
 from projections.decode import decode_plain
 from projections.folds.base import Unfoldable
 from projections.folds.history import HistoryFold, OwnersFold
-from projections.folds.run import log_pages, routes
+from projections.folds.run import APART, copy_into, fold_page, log_pages, routes
 
 
 def _decode(
@@ -42,17 +42,12 @@ def fold_history(conninfo: str, schema: str, query: str, head: int) -> int:
     owners = OwnersFold(ruleset, {})
     history = HistoryFold(ruleset, {"owners": owners})
     by_type = routes((owners, history))
-    copy = sql.SQL("COPY {}.history ({}) FROM STDIN").format(
-        sql.Identifier(schema), sql.SQL(", ").join(map(sql.Identifier, history.columns["history"]))
-    )
+    copy = copy_into(sql.Identifier(schema, APART), history.columns[APART])
     written = 0
     connection = psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT_S)
     with connection as conn, conn.cursor().copy(copy) as out:
         for page in log_pages(conninfo, query, head, _decode):
-            for event in page:
-                oid = str(event.originator_id)
-                for apply in by_type.get(event.type, ()):
-                    apply(event, oid)
+            fold_page(page, by_type)
             for row in history.history:
                 out.write_row(row)
             written += len(history.history)

@@ -43,6 +43,7 @@ from projections.folds.base import Apply, Fold, Unfoldable
 
 log = logging.getLogger("ledger.rebuild")
 PAGE = 20_000
+APART = "history"  # the read model folded in a process of its own
 Decode = Callable[[int, UUID, int, str, bytes], LoggedEvent]
 
 
@@ -51,15 +52,14 @@ def foldable(projections: Sequence[Projection]) -> bool:
 
 
 def fold_into(
-    projector: BulkProjector, progress: Callable[[int], None] | None = None
+    projector: BulkProjector, head: int, progress: Callable[[int], None] | None = None
 ) -> int | None:
-    """Fold the log into the projector's fresh tables, which must be empty at position 0;
-    return the events read, or None when an event is beyond the folds or anything else
-    stops them (nothing kept)."""
-    head = projector.ledger.head()
+    """Fold the log up to `head` into the projector's fresh tables, which must be empty at
+    position 0; return the events read, or None when an event is beyond the folds or
+    anything else stops them (nothing kept)."""
     names = [p.name for p in projector.projections]
-    apart = "history" in names and len(names) > 1 and projector.decoder.plain
-    here = [name for name in names if not (apart and name == "history")]
+    apart = APART in names and len(names) > 1 and projector.decoder.plain
+    here = [name for name in names if not (apart and name == APART)]
     history = _HistoryApart(projector, head) if apart else None
     # What the folds keep lives until they are written: the cyclic collector would only
     # walk it again and again as it grows.
@@ -93,10 +93,7 @@ def _fold(
     pages = log_pages(projector.database.conninfo, query, head, decode)
     try:
         for page in pages:
-            for event in page:
-                oid = str(event.originator_id)
-                for apply in by_type.get(event.type, ()):
-                    apply(event, oid)
+            fold_page(page, by_type)
             read += len(page)
             if progress:
                 progress(page[-1].position)
@@ -118,6 +115,20 @@ def routes(folds: Iterable[Fold]) -> dict[str, list[Apply]]:
         for topic, apply in fold.handlers.items():
             routes.setdefault(topic, []).append(apply)
     return routes
+
+
+def fold_page(page: Sequence[LoggedEvent], by_type: dict[str, list[Apply]]) -> None:
+    """Each event to every fold that handles its type (`routes`), in their order."""
+    for event in page:
+        oid = str(event.originator_id)
+        for apply in by_type.get(event.type, ()):
+            apply(event, oid)
+
+
+def copy_into(table: sql.Composable, columns: Sequence[str]) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN").format(
+        table, sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
 
 
 def _query(projector: BulkProjector) -> str:
@@ -201,10 +212,7 @@ def _write(
     with conn.transaction():
         for fold in folds:
             for table, rows in fold.rows().items():
-                copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                    sql.Identifier(table),
-                    sql.SQL(", ").join(map(sql.Identifier, fold.columns[table])),
-                )
+                copy = copy_into(sql.Identifier(table), fold.columns[table])
                 with conn.cursor().copy(copy) as out:
                     for row in rows:
                         out.write_row(row)
