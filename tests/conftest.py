@@ -19,7 +19,7 @@ from ledger import Actor, Database, Ledger, Role
 from ledger.vault import Vault
 from projections.runner import Projector
 from tests.cold import ColdProcess
-from tests.webhook_receiver import Receiver
+from tests.webhook_receiver import Receiver, Workers, worker_env
 
 # Clients that never send connection_init are closed after this long.
 os.environ.setdefault("LEDGER_WS_INIT_TIMEOUT", "2")
@@ -149,6 +149,16 @@ pytest_plugins = ["tests.api_server"]
 def cold(database: Database, schema: str, tmp_path: Path) -> ColdProcess:
     """Run code in a new process on the test's schema (see tests/cold.py)."""
     return ColdProcess(database, schema, TEST_KEY, tmp_path / "cold")
+
+
+@pytest.fixture
+def workers(cold: ColdProcess) -> Iterator[Workers]:
+    """The projector in a process of its own, as `ledger serve` runs it, for webhook tests
+    that start `ledger deliver` beside it (tests.webhook_receiver); stopped afterwards."""
+    w = Workers(worker_env(cold.env))
+    w.start("projector")
+    yield w
+    w.stop()
 
 
 @pytest.fixture

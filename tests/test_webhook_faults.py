@@ -12,7 +12,6 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -21,7 +20,7 @@ import pytest
 from ledger import Ledger
 from ledger import commands as c
 from tests.cluster import Cluster, own_cluster_fixtures
-from tests.webhook_receiver import Received, Receiver, Workers, wait_for, worker_env
+from tests.webhook_receiver import Received, Receiver, Workers, wait_for
 from tests.world import REGULATOR, World
 
 cluster, database = own_cluster_fixtures()
@@ -35,14 +34,6 @@ def ledger(make_ledger) -> Ledger:  # type: ignore[no-untyped-def]
 @pytest.fixture(autouse=True)
 def loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEDGER_WEBHOOK_ALLOW_LOOPBACK", "1")
-
-
-@pytest.fixture
-def workers(cold) -> Iterator[Workers]:  # type: ignore[no-untyped-def]
-    w = Workers(worker_env(cold.env))
-    w.start("projector")
-    yield w
-    w.stop()
 
 
 def msg_id(originator: UUID, version: int) -> str:
@@ -178,9 +169,7 @@ def test_sigkill_ten_times_and_a_database_restart_lose_nothing(
         receiver.close()
 
 
-def test_two_workers_never_send_one_event_twice_at_once(
-    ledger: Ledger, workers: Workers
-) -> None:
+def test_two_workers_never_send_one_event_twice_at_once(ledger: Ledger, workers: Workers) -> None:
     receiver = Receiver(hang=0.01)
     world = World(ledger)
     accounts = [world.account() for _ in range(6)]

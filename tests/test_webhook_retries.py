@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -25,7 +24,6 @@ from tests.webhook_receiver import (
     attempts,
     endpoint_events,
     wait_for,
-    worker_env,
 )
 from tests.world import REGULATOR, World
 
@@ -39,14 +37,6 @@ def ledger(make_ledger) -> Ledger:  # type: ignore[no-untyped-def]
 @pytest.fixture(autouse=True)
 def loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEDGER_WEBHOOK_ALLOW_LOOPBACK", "1")
-
-
-@pytest.fixture
-def workers(cold) -> Iterator[Workers]:  # type: ignore[no-untyped-def]
-    w = Workers(worker_env(cold.env))
-    w.start("projector")
-    yield w
-    w.stop()
 
 
 def setup(ledger: Ledger, url: str) -> tuple[World, UUID, dict[str, Any]]:
