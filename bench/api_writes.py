@@ -30,6 +30,7 @@ from bench.append import (
     timed,
 )
 from bench.common import log
+from bench.soak_samples import cpu_seconds
 from ledger import Database, Ledger
 from ledger.vault import Vault
 
@@ -108,20 +109,17 @@ KINDS = (
 
 def cpu_by_kind() -> dict[str, float]:
     """CPU seconds (user + system) so far of the processes of each kind."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    totals: dict[str, float] = {}
+    pids: dict[str, list[int]] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 command = f.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
         kind = next((k for k, marker in KINDS if marker in command), None)
         if kind is not None:
-            totals[kind] = totals.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
-    return totals
+            pids.setdefault(kind, []).append(int(pid))
+    return {kind: cpu_seconds(found) for kind, found in pids.items()}
 
 
 def raw_runs(args: argparse.Namespace, raws: list[RawTable], figures: Figures) -> None:
